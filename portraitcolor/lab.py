@@ -1,0 +1,305 @@
+"""Image reading and the one sRGB <-> CIELAB conversion used everywhere.
+
+Every part of portraitcolor (prepare, train, evaluate, colorize) goes through these
+functions, so the colour maths and the normalisation constants live in one place.
+The conversion is float32 numpy (sRGB, D65 white), never OpenCV's 8-bit lookup path,
+whose rounding would put an error of several units into the training targets.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# A photo larger than this is far beyond any camera and is almost certainly a
+# decompression bomb (a tiny file that claims gigapixels).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# D65 reference white (the same constants as skimage.color, so that the tests can use
+# it as the oracle) and the linear-sRGB -> XYZ matrix.
+D65_WHITE = np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
+_RGB_TO_XYZ = np.array(
+    [
+        [0.412453, 0.357580, 0.180423],
+        [0.212671, 0.715160, 0.072169],
+        [0.019334, 0.119193, 0.950227],
+    ],
+    dtype=np.float32,
+)
+_XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ.astype(np.float64)).astype(np.float32)
+_EPSILON = 216 / 24389  # CIE's (6/29)^3: below it the cube root gets a linear segment
+_KAPPA = 24389 / 27
+
+# Conversions run over blocks of this many pixels so that a 24-megapixel photo never
+# needs several full-size float temporaries at once (colorize's memory bound).
+_BLOCK_PIXELS = 1 << 20
+
+# ---- normalisation: storage (uint8, the paper's "int format") and network ranges ----
+L_MAX = 100.0
+AB_OFFSET = 128.0
+AB_SPAN = 255.0
+
+
+class ImageReadError(Exception):
+    """An input that cannot be used as an image; the message is the reason, for humans."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A decoded image: float32 sRGB in 0..1 of shape (H, W, 3) and optional alpha (H, W)."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+
+def read_image(
+    source: str | os.PathLike | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Picture:
+    """Decode any image Pillow opens, upright (EXIF orientation applied), as a Picture.
+
+    Raises ImageReadError with a one-line reason for anything that is not a usable image:
+    missing, empty, not an image, truncated, or over max_pixels.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageReadError("empty input (0 bytes)")
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        _check_path_readable(Path(source))
+    try:
+        with Image.open(source) as image:
+            _check_size(image.size, max_pixels)
+            image.load()
+            image = _upright(image)
+            return _to_picture(image)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError("image is too large (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageReadError(f"corrupt or truncated image ({_first_line(error)})") from None
+
+
+def _check_path_readable(path: Path) -> None:
+    if path.is_dir():
+        raise ImageReadError("is a directory")
+    if not path.exists():
+        raise ImageReadError("no such file" + (" (broken symlink)" if path.is_symlink() else ""))
+    if not os.access(path, os.R_OK):
+        raise ImageReadError("permission denied")
+    if path.stat().st_size == 0:
+        raise ImageReadError("empty file (0 bytes)")
+
+
+def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageReadError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"image is too large: {width}x{height} is over the limit of {max_pixels:,} pixels"
+            " (raise it with --max-pixels)"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    # A corrupt EXIF block must not cost the user the photo: keep it as stored.
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return image
+
+
+def _to_picture(image: Image.Image) -> Picture:
+    """Turn any Pillow mode into float32 RGB (+ alpha), keeping 16-bit and float precision."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        gray = _scale_high_precision(np.asarray(image), mode)
+        return Picture(rgb=np.repeat(gray[..., None], 3, axis=2))
+    alpha = None
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in image.info
+    )
+    if has_alpha:
+        image = image.convert("RGBA")
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return Picture(rgb=rgb, alpha=alpha)
+
+
+def _scale_high_precision(values: np.ndarray, mode: str) -> np.ndarray:
+    values = values.astype(np.float32)
+    if mode == "F":
+        # Float images come as 0..1 (most TIFF writers) or as 8/16-bit ranges.
+        peak = float(np.nanmax(values)) if values.size else 0.0
+        scale = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0
+    else:
+        scale = 65535.0
+    return np.clip(np.nan_to_num(values / scale), 0.0, 1.0)
+
+
+# ---- sRGB <-> CIELAB -------------------------------------------------------------
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in 0..1, shape (..., 3) -> CIELAB float32 (L 0..100, a/b about -128..127)."""
+    return _blockwise(rgb, _rgb_to_lab_block)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIELAB (..., 3) -> sRGB float32 in 0..1, with out-of-gamut colours pulled in.
+
+    Out-of-gamut colours lose chroma (a, b scaled toward 0) rather than being clipped
+    per channel, so the result keeps the requested lightness: colorize promises that
+    the output's L is the input's L.
+    """
+    return _blockwise(lab, _lab_to_rgb_in_gamut_block)
+
+
+def rgb_to_l(rgb: np.ndarray) -> np.ndarray:
+    """Only the L channel (..., ) of rgb_to_lab, without computing a and b."""
+    flat = np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)
+    out = np.empty(flat.shape[0], dtype=np.float32)
+    for start in range(0, flat.shape[0], _BLOCK_PIXELS):
+        block = _srgb_to_linear(flat[start : start + _BLOCK_PIXELS])
+        y = block @ _RGB_TO_XYZ[1]
+        out[start : start + _BLOCK_PIXELS] = 116.0 * _lab_f(y) - 16.0
+    return out.reshape(rgb.shape[:-1])
+
+
+def _blockwise(values: np.ndarray, convert) -> np.ndarray:
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, 3)
+    out = np.empty_like(flat)
+    for start in range(0, flat.shape[0], _BLOCK_PIXELS):
+        out[start : start + _BLOCK_PIXELS] = convert(flat[start : start + _BLOCK_PIXELS])
+    return out.reshape(values.shape)
+
+
+def _srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    return np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92).astype(np.float32)
+
+
+def _linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    linear = np.maximum(linear, 0.0)
+    return np.where(
+        linear > 0.0031308, 1.055 * linear ** (1 / 2.4) - 0.055, linear * 12.92
+    ).astype(np.float32)
+
+
+def _lab_f(t: np.ndarray) -> np.ndarray:
+    return np.where(t > _EPSILON, np.cbrt(t), (_KAPPA * t + 16.0) / 116.0).astype(np.float32)
+
+
+def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
+    return np.where(f**3 > _EPSILON, f**3, (116.0 * f - 16.0) / _KAPPA).astype(np.float32)
+
+
+def _rgb_to_lab_block(rgb: np.ndarray) -> np.ndarray:  # (N, 3) -> (N, 3)
+    xyz = _srgb_to_linear(rgb) @ _RGB_TO_XYZ.T / D65_WHITE
+    fx, fy, fz = (_lab_f(xyz[:, i]) for i in range(3))
+    return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=1)
+
+
+def _lab_to_linear_block(lab: np.ndarray) -> np.ndarray:  # (N, 3) -> (N, 3) linear RGB
+    fy = (lab[:, 0] + 16.0) / 116.0
+    fx = fy + lab[:, 1] / 500.0
+    fz = fy - lab[:, 2] / 200.0
+    xyz = np.stack([_lab_f_inverse(fx), _lab_f_inverse(fy), _lab_f_inverse(fz)], axis=1)
+    return (xyz * D65_WHITE) @ _XYZ_TO_RGB.T
+
+
+def _out_of_gamut(linear: np.ndarray) -> np.ndarray:
+    # A small tolerance: float32 round-off puts in-gamut greys a hair outside.
+    return np.any((linear < -1e-4) | (linear > 1.0 + 1e-4), axis=1)
+
+
+def _lab_to_rgb_in_gamut_block(lab: np.ndarray) -> np.ndarray:
+    lab = lab.astype(np.float32, copy=True)
+    lab[:, 0] = np.clip(lab[:, 0], 0.0, L_MAX)
+    linear = _lab_to_linear_block(lab)
+    outside = np.flatnonzero(_out_of_gamut(linear))
+    if outside.size:
+        linear[outside] = _pull_into_gamut(lab[outside])
+    return np.clip(_linear_to_srgb(linear), 0.0, 1.0)
+
+
+def _pull_into_gamut(lab: np.ndarray, steps: int = 12) -> np.ndarray:
+    """Bisect, per pixel, the largest chroma scale in 0..1 that stays inside sRGB."""
+    low = np.zeros(lab.shape[0], dtype=np.float32)  # scale 0 (grey) is always inside
+    high = np.ones(lab.shape[0], dtype=np.float32)
+    for _ in range(steps):
+        middle = (low + high) / 2
+        trial = lab.copy()
+        trial[:, 1:] *= middle[:, None]
+        inside = ~_out_of_gamut(_lab_to_linear_block(trial))
+        low = np.where(inside, middle, low)
+        high = np.where(inside, high, middle)
+    lab = lab.copy()
+    lab[:, 1:] *= low[:, None]
+    return np.clip(_lab_to_linear_block(lab), 0.0, 1.0)
+
+
+# ---- storage encoding (uint8) and network encoding (0..1) --------------------------
+
+
+def encode_lab8(lab: np.ndarray) -> np.ndarray:
+    """CIELAB float -> the stored uint8 triple (L8, a8, b8) of DESIGN.md."""
+    out = np.empty(lab.shape, dtype=np.uint8)
+    out[..., 0] = np.clip(np.rint(lab[..., 0] * (255.0 / L_MAX)), 0, 255)
+    out[..., 1:] = np.clip(np.rint(lab[..., 1:] + AB_OFFSET), 0, 255)
+    return out
+
+
+def decode_lab8(lab8: np.ndarray) -> np.ndarray:
+    """Stored uint8 (L8, a8, b8) -> CIELAB float32."""
+    lab8 = np.asarray(lab8, dtype=np.float32)
+    out = np.empty(lab8.shape, dtype=np.float32)
+    out[..., 0] = lab8[..., 0] * (L_MAX / 255.0)
+    out[..., 1:] = lab8[..., 1:] - AB_OFFSET
+    return out
+
+
+def l_to_net(l: np.ndarray) -> np.ndarray:
+    """L in 0..100 -> the network's input range 0..1."""
+    return l / L_MAX
+
+
+def ab_to_net(ab: np.ndarray) -> np.ndarray:
+    """a, b in CIELAB units -> the sigmoid output range 0..1 (the training target)."""
+    return (ab + AB_OFFSET) / AB_SPAN
+
+
+def ab_from_net(out: np.ndarray) -> np.ndarray:
+    """The network's sigmoid output 0..1 -> a, b in CIELAB units."""
+    return out * AB_SPAN - AB_OFFSET
+
+
+def lab8_to_net(lab8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stored uint8 (..., 3) -> (L in 0..1, ab in 0..1), the paper's normalisation on load.
+
+    Both are exact affine maps of the stored bytes: L8/255 equals L/100, and
+    (a8)/255 equals (a + 128)/255, the sigmoid target.
+    """
+    values = np.asarray(lab8, dtype=np.float32) / 255.0
+    return values[..., :1], values[..., 1:]

@@ -1,0 +1,117 @@
+"""The paper's U-Net: L in, ab out, joined with L into a LAB image.
+
+Encoder: five stages, 128x128x1 -> 8x8x512 at width 64 (S/16 x S/16 x 8w in general).
+Decoder: upsample, concatenate with the matching encoder stage, convolve; ReLU and
+batch normalisation after every convolution; a sigmoid gives the two colour channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+# Four halvings between the five encoder stages: input sides must divide by this.
+SIDE_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Everything needed to rebuild the exact network; saved inside every weights file."""
+
+    width: int = 64  # channels of the first stage; the deepest has 8 * width
+    size: int = 128  # side of the square training images (the default render size)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, int) or not 1 <= self.width <= 512:
+            raise ValueError(f"width must be an integer in 1..512, got {self.width!r}")
+        if not isinstance(self.size, int) or self.size < SIDE_MULTIPLE or self.size % SIDE_MULTIPLE:
+            raise ValueError(f"size must be a positive multiple of {SIDE_MULTIPLE}, got {self.size!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "UNetConfig":
+        known = {field.name for field in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+class ConvBlock(nn.Sequential):
+    """conv 3x3 -> BatchNorm -> ReLU, twice: the unit every stage is built from."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DownStage(nn.Module):
+    """Halve the resolution (2x2 max-pool), then a ConvBlock."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+        self.block = ConvBlock(in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.pool(x))
+
+
+class UpStage(nn.Module):
+    """Upsample x2, concatenate the encoder's skip tensor, then a ConvBlock."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.block = ConvBlock(in_channels + skip_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        # Nearest upsampling: the paper's UpSampling2D, and cheaper than bilinear on CPU.
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.block(torch.cat([x, skip], dim=1))
+
+
+class UNet(nn.Module):
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or UNetConfig()
+        w = self.config.width
+        channels = [w, 2 * w, 4 * w, 8 * w, 8 * w]
+        self.stem = ConvBlock(1, channels[0])
+        self.down = nn.ModuleList(
+            DownStage(channels[i], channels[i + 1]) for i in range(len(channels) - 1)
+        )
+        self.up = nn.ModuleList(
+            UpStage(channels[i + 1], channels[i], channels[i]) for i in reversed(range(len(channels) - 1))
+        )
+        self.head = nn.Conv2d(channels[0], 2, kernel_size=1)
+
+    def forward(self, l: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) L in 0..1 -> (B, 2, H, W) ab in 0..1 (sigmoid).  H, W multiples of 16."""
+        if l.shape[-1] % SIDE_MULTIPLE or l.shape[-2] % SIDE_MULTIPLE:
+            raise ValueError(f"input sides must be multiples of {SIDE_MULTIPLE}, got {tuple(l.shape[-2:])}")
+        skips = [self.stem(l)]  # (B, w, H, W)
+        for stage in self.down:  # ... -> (B, 8w, H/16, W/16)
+            skips.append(stage(skips[-1]))
+        x = skips.pop()
+        for stage in self.up:  # (B, 8w, H/16, W/16) -> (B, w, H, W)
+            x = stage(x, skips.pop())
+        return torch.sigmoid(self.head(x))
+
+    def lab(self, l: torch.Tensor) -> torch.Tensor:
+        """The paper's last concatenation: (B, 1, H, W) L -> (B, 3, H, W) normalised LAB."""
+        return torch.cat([l, self(l)], dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
