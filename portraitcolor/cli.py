@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -38,11 +37,7 @@ EXIT_USAGE = 2
 _state = {"debug": False}
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."
 
 
 def _stderr():
@@ -176,6 +171,124 @@ def models_default(name: str = typer.Argument(..., help="Model name ('builtin' f
     from .weights import WeightsStore
 
     run_job(WeightsStore().set_default, name)
+
+
+# ---- colorize --------------------------------------------------------------------
+
+
+@app.command()
+def colorize(
+    inputs: Optional[List[str]] = typer.Argument(None, help="Image files, folders, or - for image bytes on stdin.", show_default=False, metavar="INPUT"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="FILE", help="Output file for a single input; - writes the image to stdout."),
+    output_dir: Optional[Path] = typer.Option(None, "-O", "--output-dir", metavar="DIR", help="Write results here, mirroring the layout of folder inputs."),
+    recursive: bool = typer.Option(False, "-r", "--recursive", help="Search folders recursively."),
+    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE", help="Read input paths from FILE (- for stdin), one per line."),
+    null: bool = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave inputs whose output already exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
+    json_output: bool = typer.Option(False, "--json", help="One JSON object per result on stdout instead of paths."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", metavar="NAME|PATH", help="Model name in the store, or a .safetensors path (default: the default model)."),
+    render_size: Optional[int] = typer.Option(None, "--render-size", min=16, metavar="PIXELS", help="Short side the network sees (default: the model's training size)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, metavar="N", help="Images per network batch."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, metavar="N", help="Refuse larger images (decompression-bomb guard)."),
+) -> None:
+    """Colorize photos; output paths go to stdout, one per line.
+
+    Each result keeps the input's full-resolution lightness, aspect ratio and alpha.
+    By default a result is written beside its input as NAME_color.EXT.
+    """
+    inputs = list(inputs or [])
+    _check_colorize_usage(inputs, output=output, output_dir=output_dir, files_from=files_from, skip_existing=skip_existing, overwrite=overwrite)
+    if files_from is not None:
+        inputs += _read_files_from(files_from, null=null)
+    if output is not None and len(inputs) != 1:
+        raise fail(f"-o takes exactly one input, got {len(inputs)} (use -O DIR for several)", code=EXIT_USAGE)
+    if output is not None and Path(inputs[0]).is_dir():
+        raise fail("-o takes one file; use -O DIR for a folder", code=EXIT_USAGE)
+
+    from .colorize import colorize_jobs, load_model, plan_jobs
+
+    loaded = run_job(load_model, model, device=device)
+    jobs = plan_jobs(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=sys.stdin.buffer.read)
+    results = colorize_jobs(jobs, loaded, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
+    failures = _report_colorize(results, json_output=json_output)
+    if failures:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _check_colorize_usage(inputs, *, output, output_dir, files_from, skip_existing, overwrite) -> None:
+    if not inputs and files_from is None:
+        raise fail("no inputs: give image files, folders, - (stdin) or --files-from", code=EXIT_USAGE)
+    if output is not None and output_dir is not None:
+        raise fail("-o and -O cannot be used together", code=EXIT_USAGE)
+    if skip_existing and overwrite:
+        raise fail("--skip-existing and --overwrite cannot be used together", code=EXIT_USAGE)
+    if "-" in inputs and files_from == "-":
+        raise fail("stdin cannot carry both an image (-) and --files-from -", code=EXIT_USAGE)
+    if "-" in inputs and output is None:
+        raise fail("an image read from stdin needs -o FILE, or -o - for stdout", code=EXIT_USAGE)
+    if output == "-" and sys.stdout.isatty():
+        raise fail("refusing to write image bytes to a terminal; redirect stdout or use -o FILE", code=EXIT_USAGE)
+
+
+def _read_files_from(source: str, *, null: bool) -> list:
+    from .colorize import read_file_list
+
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as error:
+        raise fail(f"{source}: cannot read the file list ({error.strerror or error})") from None
+    return read_file_list(data, nul=null)
+
+
+def _report_colorize(results, *, json_output: bool) -> int:
+    """Print results as they come (data to stdout, problems to stderr); return the failure count."""
+    import json
+
+    console = _stderr()
+    failures = 0
+    with _progress(console, "colorizing") as advance:
+        for result in results:
+            advance()
+            if not result.ok:
+                failures += 1
+                console.print(f"portraitcolor: {result.job.label}: {result.error}", markup=False, soft_wrap=True)
+                continue
+            if result.skipped:
+                console.print(f"portraitcolor: {result.job.label}: skipped, {result.output} exists", markup=False, soft_wrap=True)
+            elif result.image_bytes is not None:
+                sys.stdout.buffer.write(result.image_bytes)
+                sys.stdout.buffer.flush()
+                continue
+            if json_output:
+                record = {"input": result.job.label, "output": result.output, "width": result.width, "height": result.height, "seconds": round(result.seconds, 4), "skipped": result.skipped}
+                typer.echo(json.dumps(record))
+            elif not result.skipped:
+                typer.echo(result.output)
+    return failures
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; otherwise nothing at all."""
+
+    def __init__(self, console, description: str, total: Optional[int] = None) -> None:
+        self.console, self.description, self.total = console, description, total
+        self.bar = None
+
+    def __enter__(self):
+        if not self.console.is_terminal:
+            return lambda advance=1: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.description, total=self.total)
+        return lambda advance=1: self.bar.advance(task, advance)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def main() -> None:

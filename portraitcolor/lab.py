@@ -52,10 +52,14 @@ class ImageReadError(Exception):
 
 @dataclass(frozen=True)
 class Picture:
-    """A decoded image: float32 sRGB in 0..1 of shape (H, W, 3) and optional alpha (H, W)."""
+    """A decoded image: float32 sRGB in 0..1 of shape (H, W, 3) and optional alpha (H, W).
+
+    `format` is Pillow's name of the file format it came from (JPEG, PNG, ...), if known.
+    """
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
+    format: str | None = None
 
     @property
     def height(self) -> int:
@@ -84,8 +88,9 @@ def read_image(
         with Image.open(source) as image:
             _check_size(image.size, max_pixels)
             image.load()
-            image = _upright(image)
-            return _to_picture(image)
+            file_format = image.format
+            picture = _to_picture(_upright(image))
+            return Picture(rgb=picture.rgb, alpha=picture.alpha, format=file_format)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -144,7 +149,9 @@ def _to_picture(image: Image.Image) -> Picture:
     if has_alpha:
         image = image.convert("RGBA")
         alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    # In-place scaling: a 24-megapixel photo must not need two float copies at once.
+    rgb = np.asarray(image.convert("RGB")).astype(np.float32)
+    rgb *= 1.0 / 255.0
     return Picture(rgb=rgb, alpha=alpha)
 
 

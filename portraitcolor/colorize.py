@@ -1,0 +1,389 @@
+"""Inference over pictures, files, folders and streams.
+
+The network sees a small copy of the luminance (the render size, by default the size it
+was trained at); its ab prediction is upsampled and joined with the ORIGINAL full-resolution
+L, so the output is as sharp as the input and keeps its exact lightness.
+
+Files flow through a small pipeline: a thread pool decodes ahead, the main thread batches
+pictures of equal render shape through the network, and the pool converts and writes the
+results, so decoding, inference and encoding overlap (numpy, OpenCV and Pillow release the
+GIL for their heavy work).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from . import lab
+from .atomic import atomic_output
+from .device import autocast, pick_device, prepare_model
+from .model import SIDE_MULTIPLE, UNet
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
+# Rows converted at a time when building the output, bounding float temporaries.
+_STRIP_ROWS = 512
+_FORMATS_WITH_ALPHA = {"PNG", "WEBP", "TIFF", "GIF"}
+_SUFFIX_FORMATS = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
+
+
+class ColorizeError(Exception):
+    """A per-input failure with a one-line reason (the file is named by the caller)."""
+
+
+# ---- the model on one picture ----------------------------------------------------
+
+
+def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu") -> UNet:
+    """A ready-to-run model: a path, a store name, or None for the default one."""
+    from .weights import resolve_model
+
+    return prepare_model(resolve_model(spec), pick_device(device))
+
+
+def render_shape(height: int, width: int, render_size: int) -> tuple[int, int]:
+    """The (height, width) the network sees: short side = render_size, aspect kept."""
+    scale = render_size / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _padded(side: int) -> int:
+    return -(-side // SIDE_MULTIPLE) * SIDE_MULTIPLE
+
+
+def network_input(l_full: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Full-resolution L (H, W) in 0..100 -> (1, h', w') in 0..1, h', w' padded to x16.
+
+    Padding reflects the border instead of adding flat grey, which the network would
+    read as a background and colour as one.
+    """
+    height, width = shape
+    small = cv2.resize(l_full, (width, height), interpolation=cv2.INTER_AREA)
+    pad_bottom, pad_right = _padded(height) - height, _padded(width) - width
+    if pad_bottom or pad_right:
+        small = cv2.copyMakeBorder(small, 0, pad_bottom, 0, pad_right, cv2.BORDER_REFLECT_101)
+    return lab.l_to_net(small)[None].astype(np.float32)
+
+
+def predict_ab(model: UNet, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    """(B, 1, h, w) network input -> (B, 2, h, w) a, b in CIELAB units (float32 numpy)."""
+    tensor = torch.from_numpy(batch).to(device)
+    if device.type == "cuda":
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device):
+        out = model(tensor)
+    return lab.ab_from_net(out.float().cpu().numpy())
+
+
+def upsample_ab(ab_small: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """(2, h', w') padded prediction -> (H, W, 2) at full resolution (padding cropped)."""
+    height, width = shape
+    ab = np.ascontiguousarray(ab_small[:, :height, :width].transpose(1, 2, 0))
+    return cv2.resize(ab, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> np.ndarray:
+    """Full-res L (H, W) + ab (H, W, 2) -> RGB (H, W, 3), converted in strips of rows."""
+    height, width = l_full.shape
+    out = np.empty((height, width, 3), np.uint8 if as_uint8 else np.float32)
+    for top in range(0, height, _STRIP_ROWS):
+        rows = slice(top, top + _STRIP_ROWS)
+        strip = np.concatenate([l_full[rows, :, None], ab_full[rows]], axis=2)
+        rgb = lab.lab_to_rgb(strip)
+        out[rows] = np.rint(rgb * 255.0) if as_uint8 else rgb
+    return out
+
+
+def colorize_picture(model: UNet, picture: lab.Picture, *, render_size: int | None = None, device=None) -> np.ndarray:
+    """A decoded picture -> colour RGB float32 (H, W, 3) in 0..1 at the picture's resolution."""
+    device = device or next(model.parameters()).device
+    l_full = lab.rgb_to_l(picture.rgb)
+    shape = render_shape(*l_full.shape, render_size or model.config.size)
+    ab_small = predict_ab(model, network_input(l_full, shape)[None], device)[0]
+    return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), as_uint8=False)
+
+
+def colorize_image(image, model: UNet | None = None, *, render_size: int | None = None, device: str = "cpu") -> Image.Image:
+    """Colorize a path, bytes, PIL image or RGB array; returns a PIL image (alpha kept)."""
+    model = model or load_model(device=device)
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        image = buffer.getvalue()
+    if isinstance(image, np.ndarray):
+        rgb = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+        picture = lab.Picture(rgb=np.repeat(rgb[..., None], 3, 2) if rgb.ndim == 2 else rgb[..., :3])
+    else:
+        picture = lab.read_image(image)
+    rgb = colorize_picture(model, picture, render_size=render_size)
+    return _to_pil(np.rint(rgb * 255.0).astype(np.uint8), picture.alpha)
+
+
+def _to_pil(rgb8: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
+    if alpha is None:
+        return Image.fromarray(rgb8, "RGB")
+    alpha8 = np.rint(alpha * 255.0).astype(np.uint8)
+    return Image.fromarray(np.concatenate([rgb8, alpha8[..., None]], axis=2), "RGBA")
+
+
+# ---- jobs: which inputs, which outputs ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its result goes. `source` is a Path, or None for stdin bytes."""
+
+    label: str  # how the input is named in messages and JSON
+    source: Path | None
+    output: Path | None  # None: image bytes to stdout
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    job: Job
+    ok: bool
+    error: str | None = None
+    skipped: bool = False
+    width: int = 0
+    height: int = 0
+    seconds: float = 0.0
+    image_bytes: bytes | None = None  # for `-o -`
+
+    @property
+    def output(self) -> str | None:
+        return None if self.job.output is None else str(self.job.output)
+
+
+def default_output(path: Path) -> Path:
+    return path.with_name(f"{path.stem}{OUTPUT_TAG}{path.suffix}")
+
+
+def walk_folder(folder: Path, *, recursive: bool) -> Iterator[Path]:
+    """Image files in a folder, sorted; earlier results (*_color.*) are not taken as inputs."""
+    pattern = "**/*" if recursive else "*"
+    for path in sorted(folder.glob(pattern)):
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(OUTPUT_TAG) and not path.is_dir():
+            yield path
+
+
+def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:
+    """Turn the command line's inputs into Jobs (or failed Results for inputs that cannot be planned).
+
+    Folder inputs mirror their relative layout under output_dir; files go to
+    output_dir/NAME; without output_dir a result goes beside its input as <stem>_color<ext>.
+    """
+    for text in inputs:
+        if text == "-":
+            target = None if output in (None, "-") else Path(output)
+            yield Job(label="<stdin>", source=None, output=target, data=stdin_bytes())
+            continue
+        path = Path(text)
+        if path.is_dir():
+            files = list(walk_folder(path, recursive=recursive))
+            if not files:
+                yield Result(Job(text, path, None), ok=False, error="folder holds no images" + ("" if recursive else " (use --recursive for subfolders)"))
+            for file in files:
+                yield _job_for(file, file.relative_to(path), output=output, output_dir=output_dir)
+        else:
+            yield _job_for(path, Path(path.name), output=output, output_dir=output_dir)
+
+
+def _job_for(path: Path, relative: Path, *, output: str | None, output_dir: Path | None) -> Job | Result:
+    label = str(path)
+    if output == "-":
+        return Job(label, path, None)
+    if output is not None:
+        return Job(label, path, Path(output))
+    if output_dir is None:
+        return Job(label, path, default_output(path))
+    target = output_dir / relative
+    # Names come from the file system: refuse anything that would land outside output_dir.
+    if not _is_within(target, output_dir):
+        return Result(Job(label, path, None), ok=False, error=f"output {target} would escape {output_dir}")
+    return Job(label, path, target)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+# ---- the pipeline ----------------------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    job: Job
+    l_full: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    format: str | None = None
+    started: float = 0.0
+    error: str | None = None
+
+
+def _decode(job: Job, *, max_pixels: int) -> _Decoded:
+    started = time.perf_counter()
+    try:
+        picture = lab.read_image(job.data if job.source is None else job.source, max_pixels=max_pixels)
+    except lab.ImageReadError as error:
+        return _Decoded(job, error=str(error), started=started)
+    # Keep only L and alpha: the float RGB copy is the largest array and is not needed again.
+    return _Decoded(job, lab.rgb_to_l(picture.rgb), picture.alpha, picture.format, started)
+
+
+def _output_format(job: Job, decoded: _Decoded) -> str:
+    if job.output is not None:
+        known = _SUFFIX_FORMATS.get(job.output.suffix.lower())
+        if known:
+            return known
+    return decoded.format or "PNG"
+
+
+def _encode(image: Image.Image, file_format: str, target) -> None:
+    if file_format not in _FORMATS_WITH_ALPHA and image.mode == "RGBA":
+        image = image.convert("RGB")
+    options = {"quality": 95} if file_format in ("JPEG", "WEBP") else {}
+    image.save(target, format=file_format, **options)
+
+
+def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> Result:
+    job = decoded.job
+    try:
+        ab_full = upsample_ab(ab_small, shape, decoded.l_full.shape)
+        image = _to_pil(join_to_rgb(decoded.l_full, ab_full, as_uint8=True), decoded.alpha)
+        del ab_full
+        file_format = _output_format(job, decoded)
+        if job.output is None:
+            buffer = io.BytesIO()
+            _encode(image, file_format, buffer)
+            payload = buffer.getvalue()
+        else:
+            payload = None
+            with atomic_output(job.output) as temporary:
+                _encode(image, file_format, temporary)
+    except (OSError, ValueError, KeyError) as error:
+        return Result(job, ok=False, error=f"cannot write output: {error}")
+    height, width = decoded.l_full.shape
+    seconds = time.perf_counter() - decoded.started
+    return Result(job, ok=True, width=width, height=height, seconds=seconds, image_bytes=payload)
+
+
+def _precheck(job: Job, *, overwrite: bool, skip_existing: bool) -> Result | None:
+    """Results for jobs that need no decoding: an existing output, a missing output folder."""
+    if job.output is None:
+        return None
+    if job.output.exists() and not overwrite:
+        if skip_existing:
+            return Result(job, ok=True, skipped=True)
+        return Result(job, ok=False, error=f"output {job.output} exists (use --overwrite or --skip-existing)")
+    if job.source is not None and job.output.resolve() == job.source.resolve():
+        return Result(job, ok=False, error="output would replace the input")
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return Result(job, ok=False, error=f"cannot create output folder {job.output.parent}: {error.strerror or error}")
+    return None
+
+
+def colorize_jobs(
+    jobs: Iterable[Job | Result],
+    model: UNet,
+    *,
+    render_size: int | None = None,
+    batch_size: int = 8,
+    max_pixels: int = lab.DEFAULT_MAX_PIXELS,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    io_threads: int = 2,
+) -> Iterator[Result]:
+    """Colorize every job, yielding one Result per job in input order; never raises for a bad input."""
+    device = next(model.parameters()).device
+    render_size = render_size or model.config.size
+    with ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io") as pool:
+        decoding: deque[Future | Result] = deque()
+        finishing: deque[Future | Result] = deque()
+        batch: list[tuple[_Decoded, tuple[int, int]]] = []
+        job_iter = iter(jobs)
+
+        def refill() -> None:
+            # Decode at most one batch ahead: large photos must not pile up in memory.
+            while len(decoding) < batch_size:
+                job = next(job_iter, None)
+                if job is None:
+                    return
+                if isinstance(job, Result):
+                    decoding.append(job)
+                    continue
+                ready = _precheck(job, overwrite=overwrite, skip_existing=skip_existing)
+                decoding.append(ready or pool.submit(_decode, job, max_pixels=max_pixels))
+
+        def flush() -> None:
+            if not batch:
+                return
+            inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
+            predictions = predict_ab(model, inputs, device)
+            for (decoded, shape), ab_small in zip(batch, predictions):
+                finishing.append(pool.submit(_finish, decoded, ab_small, shape))
+            batch.clear()
+
+        def drain(*, wait_all: bool) -> Iterator[Result]:
+            while finishing and (wait_all or _done(finishing[0])):
+                item = finishing.popleft()
+                yield item if isinstance(item, Result) else item.result()
+
+        refill()
+        while decoding:
+            item = decoding.popleft()
+            refill()
+            decoded = item if isinstance(item, Result) else item.result()
+            if isinstance(decoded, Result):
+                flush()  # keep results in input order
+                finishing.append(decoded)
+            elif decoded.error is not None:
+                flush()
+                finishing.append(Result(decoded.job, ok=False, error=decoded.error))
+            else:
+                shape = render_shape(*decoded.l_full.shape, render_size)
+                if batch and _padded_shape(batch[0][1]) != _padded_shape(shape):
+                    flush()
+                batch.append((decoded, shape))
+                if len(batch) >= batch_size:
+                    flush()
+            yield from drain(wait_all=False)
+        flush()
+        yield from drain(wait_all=True)
+
+
+def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    return _padded(shape[0]), _padded(shape[1])
+
+
+def _done(item: Future | Result) -> bool:
+    return isinstance(item, Result) or item.done()
+
+
+def read_file_list(data: bytes, *, nul: bool) -> list[str]:
+    """Paths from --files-from: NUL-separated with -0 (or when the data holds a NUL), else one per line."""
+    separator = b"\0" if nul or b"\0" in data else b"\n"
+    names = []
+    for raw in data.split(separator):
+        raw = raw.rstrip(b"\r") if separator == b"\n" else raw
+        if raw.strip():
+            names.append(os.fsdecode(raw))
+    return names

@@ -1,0 +1,139 @@
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from portraitcolor import lab
+from portraitcolor.colorize import read_file_list, render_shape
+from conftest import portrait_array, run_cli, write_portrait
+
+
+@pytest.fixture
+def gray_dir(tmp_path):
+    root = tmp_path / "old"
+    write_portrait(root / "a.jpg", 90, 60, seed=1, gray=True)
+    write_portrait(root / "b.png", 64, 64, seed=2, gray=True)
+    write_portrait(root / "nested" / "c.png", 50, 70, seed=3, gray=True)
+    return root
+
+
+def _l_of(path):
+    return lab.rgb_to_l(lab.read_image(path).rgb)
+
+
+def test_default_outputs_beside_inputs_keep_size_and_lightness(gray_dir, tiny_model_file):
+    result = run_cli("colorize", str(gray_dir), "-m", str(tiny_model_file), check=True)
+    outputs = result.stdout.decode().split()
+    assert outputs == [str(gray_dir / "a_color.jpg"), str(gray_dir / "b_color.png")]
+    for source, output in [("b.png", "b_color.png"), ("a.jpg", "a_color.jpg")]:
+        before, after = _l_of(gray_dir / source), _l_of(gray_dir / output)
+        assert before.shape == after.shape
+        tolerance = 1.0 if source.endswith(".png") else 3.0  # JPEG re-encoding adds its own error
+        assert np.abs(before - after).mean() < tolerance / 2 and np.abs(before - after).max() < 8 * tolerance
+    # a second run refuses to overwrite and says so, for each file
+    again = run_cli("colorize", str(gray_dir), "-m", str(tiny_model_file))
+    assert again.returncode == 1 and again.stderr.count(b"exists") == 2
+    skipped = run_cli("colorize", str(gray_dir), "-m", str(tiny_model_file), "--skip-existing")
+    assert skipped.returncode == 0 and skipped.stdout == b""
+
+
+def test_output_dir_mirrors_layout_with_json(gray_dir, tmp_path, tiny_model_file):
+    out = tmp_path / "colour"
+    result = run_cli("colorize", str(gray_dir), "-r", "-O", str(out), "--json", "-m", str(tiny_model_file), check=True)
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert {r["output"] for r in records} == {str(out / "a.jpg"), str(out / "b.png"), str(out / "nested" / "c.png")}
+    c = next(r for r in records if r["output"].endswith("c.png"))
+    assert (c["width"], c["height"]) == (70, 50) and c["seconds"] > 0
+    assert Image.open(out / "nested" / "c.png").size == (70, 50)
+
+
+def test_stdin_to_stdout_pipeline(tmp_path, tiny_model_file):
+    source = write_portrait(tmp_path / "in.png", 40, 100, gray=True)
+    result = run_cli("colorize", "-", "-o", "-", "-m", str(tiny_model_file), input=source.read_bytes(), check=True)
+    image = Image.open(io.BytesIO(result.stdout))
+    assert image.format == "PNG" and image.size == (100, 40) and image.mode == "RGB"
+
+
+def test_files_from_nul_separated_stdin(gray_dir, tmp_path, tiny_model_file):
+    names = [gray_dir / "a.jpg", gray_dir / "nested" / "c.png"]
+    listing = b"".join(os.fsencode(p) + b"\0" for p in names)
+    out = tmp_path / "o"
+    result = run_cli("colorize", "--files-from", "-", "-0", "-O", str(out), "-m", str(tiny_model_file), input=listing, check=True)
+    assert result.stdout.decode().split() == [str(out / "a.jpg"), str(out / "c.png")]
+
+
+def test_alpha_and_colour_input_and_aspect(tmp_path, tiny_model_file):
+    rgba = Image.fromarray(portrait_array(48, 96, seed=5)).convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (48, 1))
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(tmp_path / "t.png")
+    run_cli("colorize", str(tmp_path / "t.png"), "-o", str(tmp_path / "t_out.png"), "-m", str(tiny_model_file), check=True)
+    out = Image.open(tmp_path / "t_out.png")
+    assert out.mode == "RGBA" and out.size == (96, 48)
+    np.testing.assert_array_equal(np.asarray(out)[..., 3], alpha)
+
+
+def test_bad_inputs_are_reported_and_the_rest_processed(tmp_path, tiny_model_file):
+    good = write_portrait(tmp_path / "good.png", 32, 32, gray=True)
+    (tmp_path / "text.jpg").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    (tmp_path / "folder.jpg").mkdir()
+    big = tmp_path / "big.png"
+    Image.new("L", (400, 400)).save(big)
+    out = tmp_path / "out"
+    args = [str(p) for p in (tmp_path / "text.jpg", tmp_path / "empty.png", truncated, good, tmp_path / "folder.jpg", big, tmp_path / "missing.png")]
+    result = run_cli("colorize", *args, "-O", str(out), "--max-pixels", "100000", "-m", str(tiny_model_file))
+    assert result.returncode == 1
+    assert result.stdout.decode().split() == [str(out / "good.png")]
+    errors = result.stderr.decode().strip().splitlines()
+    assert len(errors) == 6 and b"Traceback" not in result.stderr
+    for name, reason in [("text.jpg", "not an image"), ("empty.png", "0 bytes"), ("cut.png", "truncated"), ("folder.jpg", "folder holds no images"), ("big.png", "too large"), ("missing.png", "no such file")]:
+        assert any(name in line and reason in line for line in errors), (name, errors)
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "no inputs"),
+        (["a.png", "b.png", "-o", "x.png"], "exactly one input"),
+        (["-"], "needs -o"),
+        (["a.png", "-o", "x.png", "-O", "d"], "cannot be used together"),
+        (["a.png", "--overwrite", "--skip-existing"], "cannot be used together"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, args, message):
+    result = run_cli("colorize", *args, cwd=tmp_path)
+    assert result.returncode == 2 and message.encode() in result.stderr
+
+
+def test_without_any_model_the_message_says_how_to_get_one(tmp_path):
+    write_portrait(tmp_path / "x.png", 32, 32, gray=True)
+    result = run_cli("colorize", str(tmp_path / "x.png"))
+    assert result.returncode == 1 and b"portraitcolor train" in result.stderr and b"models import" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_python_api(tmp_path, tiny_model_file):
+    from portraitcolor import colorize_image, load_model
+
+    model = load_model(tiny_model_file)
+    out = colorize_image(write_portrait(tmp_path / "p.png", 40, 30, gray=True), model)
+    assert out.size == (30, 40) and out.mode == "RGB"
+    from_array = colorize_image(portrait_array(32, 48, gray=True)[..., 0], model)
+    assert from_array.size == (48, 32)
+
+
+@pytest.mark.parametrize("shape, size, expected", [((4000, 3000), 128, (171, 128)), ((128, 128), 128, (128, 128)), ((50, 200), 64, (64, 256))])
+def test_render_shape_keeps_aspect(shape, size, expected):
+    assert render_shape(*shape, size) == expected
+
+
+def test_file_list_parsing():
+    assert read_file_list(b"a.jpg\nb c.png\r\n\n", nul=False) == ["a.jpg", "b c.png"]
+    assert read_file_list(b"a\nb.jpg\0c.jpg\0", nul=False) == ["a\nb.jpg", "c.jpg"]

@@ -1,0 +1,119 @@
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+
+from portraitcolor.model import UNet, UNetConfig
+from portraitcolor.weights import NoModelError, WeightsError, WeightsStore, load_weights_file, read_header, resolve_model, save_weights
+from conftest import run_cli
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(width=4, size=32)).eval()
+    path = save_weights(model, tmp_path / "m.safetensors", training={"epochs": 3})
+    loaded = load_weights_file(path)
+    assert loaded.config == model.config
+    assert loaded.metadata["training"] == {"epochs": 3} and loaded.metadata["tool_version"]
+    l = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(l), model(l))
+
+
+def test_half_precision_file_is_smaller_and_loads(tmp_path):
+    model = UNet(UNetConfig(width=8, size=32))
+    full = save_weights(model, tmp_path / "full.safetensors")
+    half = save_weights(model, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert load_weights_file(half).head.weight.dtype == torch.float32
+
+
+def test_store_import_default_export_remove(tmp_path, tiny_model_file):
+    store = WeightsStore()
+    info = store.add_file(tiny_model_file, "tiny")
+    assert info.is_default and store.default_name() == "tiny"  # the first model becomes the default
+    assert resolve_model().config.width == 4
+    (tmp_path / "out").mkdir()
+    exported = store.export("tiny", tmp_path / "out")
+    assert exported.read_bytes() == tiny_model_file.read_bytes()
+    with pytest.raises(WeightsError, match="already exists"):
+        store.add_file(tiny_model_file, "tiny")
+    store.remove("tiny")
+    assert store.names() == [] and store.default_name() is None
+    with pytest.raises(NoModelError, match="portraitcolor train"):
+        resolve_model()
+
+
+def test_tampered_file_in_store_is_refused(tiny_model_file):
+    store = WeightsStore()
+    info = store.add_file(tiny_model_file, "tiny")
+    data = bytearray(info.path.read_bytes())
+    data[-10] ^= 0xFF
+    info.path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        store.load("tiny")
+
+
+def test_truncated_file_is_refused(tmp_path, tiny_model_file):
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(tiny_model_file.read_bytes()[:-100])
+    with pytest.raises(WeightsError, match="truncated"):
+        load_weights_file(cut)
+
+
+def test_pickle_file_is_refused_without_unpickling(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(WeightsError, match="pickle"):
+        load_weights_file(path)
+    torch_file = tmp_path / "model.pt"
+    torch.save(UNet(UNetConfig(width=4, size=32)).state_dict(), torch_file)
+    with pytest.raises(WeightsError, match="not a safetensors file"):
+        load_weights_file(torch_file)
+
+
+def _rewrite_metadata(source, target, change):
+    data = source.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    change(header)
+    raw = json.dumps(header).encode()
+    target.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
+    return target
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda h: h["__metadata__"].pop("portraitcolor"), "not a portraitcolor weights file"),
+        (lambda h: h["__metadata__"].update(portraitcolor="{not json"), "corrupt portraitcolor metadata"),
+        (lambda h: h["__metadata__"].update(portraitcolor=json.dumps({"format": "portraitcolor-weights/1", "config": {"width": 8, "size": 32}})), "shape"),
+        (lambda h: h["__metadata__"].update(portraitcolor=json.dumps({"format": "portraitcolor-weights/1", "config": {"width": 4, "evil": 1}})), "invalid model config"),
+        (lambda h: h.pop("head.bias"), "do not match"),
+        (lambda h: h["head.bias"].update(dtype="I32"), "dtype"),
+    ],
+)
+def test_bad_headers_are_refused(tmp_path, tiny_model_file, change, message):
+    path = _rewrite_metadata(tiny_model_file, tmp_path / "bad.safetensors", change)
+    with pytest.raises(WeightsError, match=message):
+        load_weights_file(path)
+
+
+def test_models_cli(tmp_path, tiny_model_file):
+    assert run_cli("models", "import", str(tiny_model_file), "--name", "mine", check=True).stdout.strip() == b"mine"
+    listing = run_cli("models", "list", check=True).stdout.decode()
+    assert "* mine" in listing and "width 4" in listing
+    shown = json.loads(run_cli("models", "show", "mine", check=True).stdout)
+    assert shown["config"] == {"width": 4, "size": 32} and shown["default"] is True
+    run_cli("models", "export", "mine", str(tmp_path / "copy.safetensors"), check=True)
+    assert read_header(tmp_path / "copy.safetensors")[1]["config"]["width"] == 4
+    missing = run_cli("models", "show", "nope")
+    assert missing.returncode == 1 and b"no model named 'nope'" in missing.stderr and b"Traceback" not in missing.stderr
+    run_cli("models", "remove", "mine", check=True)
+    assert b"mine" not in run_cli("models", "list", check=True).stdout
