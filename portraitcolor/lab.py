@@ -236,35 +236,27 @@ def _lab_to_linear_block(lab: np.ndarray) -> np.ndarray:  # (N, 3) -> (N, 3) lin
     return (xyz * D65_WHITE) @ _XYZ_TO_RGB.T
 
 
-def _out_of_gamut(linear: np.ndarray) -> np.ndarray:
-    # A small tolerance: float32 round-off puts in-gamut greys a hair outside.
-    return np.any((linear < -1e-4) | (linear > 1.0 + 1e-4), axis=1)
-
-
 def _lab_to_rgb_in_gamut_block(lab: np.ndarray) -> np.ndarray:
     lab = lab.astype(np.float32, copy=True)
     lab[:, 0] = np.clip(lab[:, 0], 0.0, L_MAX)
-    linear = _lab_to_linear_block(lab)
-    outside = np.flatnonzero(_out_of_gamut(linear))
-    if outside.size:
-        linear[outside] = _pull_into_gamut(lab[outside])
+    linear = _desaturate_into_gamut(_lab_to_linear_block(lab))
     return np.clip(_linear_to_srgb(linear), 0.0, 1.0)
 
 
-def _pull_into_gamut(lab: np.ndarray, steps: int = 12) -> np.ndarray:
-    """Bisect, per pixel, the largest chroma scale in 0..1 that stays inside sRGB."""
-    low = np.zeros(lab.shape[0], dtype=np.float32)  # scale 0 (grey) is always inside
-    high = np.ones(lab.shape[0], dtype=np.float32)
-    for _ in range(steps):
-        middle = (low + high) / 2
-        trial = lab.copy()
-        trial[:, 1:] *= middle[:, None]
-        inside = ~_out_of_gamut(_lab_to_linear_block(trial))
-        low = np.where(inside, middle, low)
-        high = np.where(inside, high, middle)
-    lab = lab.copy()
-    lab[:, 1:] *= low[:, None]
-    return np.clip(_lab_to_linear_block(lab), 0.0, 1.0)
+def _desaturate_into_gamut(linear: np.ndarray) -> np.ndarray:
+    """Move out-of-gamut linear RGB toward the grey of the same luminance Y, just enough.
+
+    Luminance is linear in linear RGB, so every mix of a colour with its own-Y grey keeps
+    Y, hence L, exactly; the mixing factor has a closed form per channel, so this is one
+    cheap pass instead of a search.
+    """
+    y = np.clip(linear @ _RGB_TO_XYZ[1], 0.0, 1.0)[:, None]  # (N, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        over = np.where(linear > 1.0, (1.0 - y) / (linear - y), 1.0)
+        under = np.where(linear < 0.0, y / (y - linear), 1.0)
+    factor = np.clip(np.minimum(over, under).min(axis=1, keepdims=True), 0.0, 1.0)
+    factor = np.nan_to_num(factor, nan=0.0)
+    return y + factor * (linear - y)
 
 
 # ---- storage encoding (uint8) and network encoding (0..1) --------------------------
