@@ -13,6 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import, before any worker threads exist: os.umask can only be read by setting it.
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces `path`.
@@ -22,9 +32,11 @@ def atomic_output(path: str | os.PathLike, *, suffix: str | None = None) -> Iter
     """
     target = Path(path)
     suffix = target.suffix if suffix is None else suffix
-    handle, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{suffix}", dir=target.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{target.stem[:64]}.", suffix=f".part{suffix}", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
+    # mkstemp makes the file private (0600); a finished output gets the usual mode instead.
+    os.chmod(temporary, 0o666 & ~_UMASK)
     try:
         yield temporary
         _fsync(temporary)

@@ -265,8 +265,14 @@ def _report_colorize(results, *, json_output: bool) -> int:
                 record = {"input": result.job.label, "output": result.output, "width": result.width, "height": result.height, "seconds": round(result.seconds, 4), "skipped": result.skipped}
                 typer.echo(json.dumps(record))
             elif not result.skipped:
-                typer.echo(result.output)
+                echo_path(result.output)
     return failures
+
+
+def echo_path(path) -> None:
+    """A path on stdout as the file system's bytes: names that are not UTF-8 survive pipes."""
+    sys.stdout.buffer.write(os.fsencode(path) + b"\n")
+    sys.stdout.buffer.flush()
 
 
 class _progress:
@@ -292,4 +298,9 @@ class _progress:
 
 
 def main() -> None:
+    import signal
+
+    # SIGTERM (kill, a scheduler's time limit) takes the Ctrl-C path, so cleanup runs:
+    # temporary files are removed and only complete outputs remain.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     app(prog_name="portraitcolor")

@@ -217,11 +217,9 @@ def _job_for(path: Path, relative: Path, *, output: str | None, output_dir: Path
 
 
 def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+    # realpath, unlike Path.resolve, does not raise on symlink loops.
+    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real_path, real_folder]) == real_folder
 
 
 # ---- the pipeline ----------------------------------------------------------------
@@ -292,7 +290,7 @@ def _precheck(job: Job, *, overwrite: bool, skip_existing: bool) -> Result | Non
         if skip_existing:
             return Result(job, ok=True, skipped=True)
         return Result(job, ok=False, error=f"output {job.output} exists (use --overwrite or --skip-existing)")
-    if job.source is not None and job.output.resolve() == job.source.resolve():
+    if job.source is not None and os.path.realpath(job.output) == os.path.realpath(job.source):
         return Result(job, ok=False, error="output would replace the input")
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
@@ -315,59 +313,67 @@ def colorize_jobs(
     """Colorize every job, yielding one Result per job in input order; never raises for a bad input."""
     device = next(model.parameters()).device
     render_size = render_size or model.config.size
-    with ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io") as pool:
-        decoding: deque[Future | Result] = deque()
-        finishing: deque[Future | Result] = deque()
-        batch: list[tuple[_Decoded, tuple[int, int]]] = []
-        job_iter = iter(jobs)
+    pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io")
+    try:
+        yield from _run_pipeline(pool, iter(jobs), model, device=device, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
+    finally:
+        # On Ctrl-C or SIGTERM: writes already running finish (and are complete files);
+        # queued work is dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
 
-        def refill() -> None:
-            # Decode at most one batch ahead: large photos must not pile up in memory.
-            while len(decoding) < batch_size:
-                job = next(job_iter, None)
-                if job is None:
-                    return
-                if isinstance(job, Result):
-                    decoding.append(job)
-                    continue
-                ready = _precheck(job, overwrite=overwrite, skip_existing=skip_existing)
-                decoding.append(ready or pool.submit(_decode, job, max_pixels=max_pixels))
 
-        def flush() -> None:
-            if not batch:
+def _run_pipeline(pool, job_iter, model, *, device, render_size, batch_size, max_pixels, overwrite, skip_existing) -> Iterator[Result]:
+    decoding: deque[Future | Result] = deque()
+    finishing: deque[Future | Result] = deque()
+    batch: list[tuple[_Decoded, tuple[int, int]]] = []
+
+    def refill() -> None:
+        # Decode at most one batch ahead: large photos must not pile up in memory.
+        while len(decoding) < batch_size:
+            job = next(job_iter, None)
+            if job is None:
                 return
-            inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
-            predictions = predict_ab(model, inputs, device)
-            for (decoded, shape), ab_small in zip(batch, predictions):
-                finishing.append(pool.submit(_finish, decoded, ab_small, shape))
-            batch.clear()
+            if isinstance(job, Result):
+                decoding.append(job)
+                continue
+            ready = _precheck(job, overwrite=overwrite, skip_existing=skip_existing)
+            decoding.append(ready or pool.submit(_decode, job, max_pixels=max_pixels))
 
-        def drain(*, wait_all: bool) -> Iterator[Result]:
-            while finishing and (wait_all or _done(finishing[0])):
-                item = finishing.popleft()
-                yield item if isinstance(item, Result) else item.result()
+    def flush() -> None:
+        if not batch:
+            return
+        inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
+        predictions = predict_ab(model, inputs, device)
+        for (decoded, shape), ab_small in zip(batch, predictions):
+            finishing.append(pool.submit(_finish, decoded, ab_small, shape))
+        batch.clear()
 
+    def drain(*, wait_all: bool) -> Iterator[Result]:
+        while finishing and (wait_all or _done(finishing[0])):
+            item = finishing.popleft()
+            yield item if isinstance(item, Result) else item.result()
+
+    refill()
+    while decoding:
+        item = decoding.popleft()
         refill()
-        while decoding:
-            item = decoding.popleft()
-            refill()
-            decoded = item if isinstance(item, Result) else item.result()
-            if isinstance(decoded, Result):
-                flush()  # keep results in input order
-                finishing.append(decoded)
-            elif decoded.error is not None:
+        decoded = item if isinstance(item, Result) else item.result()
+        if isinstance(decoded, Result):
+            flush()  # keep results in input order
+            finishing.append(decoded)
+        elif decoded.error is not None:
+            flush()
+            finishing.append(Result(decoded.job, ok=False, error=decoded.error))
+        else:
+            shape = render_shape(*decoded.l_full.shape, render_size)
+            if batch and _padded_shape(batch[0][1]) != _padded_shape(shape):
                 flush()
-                finishing.append(Result(decoded.job, ok=False, error=decoded.error))
-            else:
-                shape = render_shape(*decoded.l_full.shape, render_size)
-                if batch and _padded_shape(batch[0][1]) != _padded_shape(shape):
-                    flush()
-                batch.append((decoded, shape))
-                if len(batch) >= batch_size:
-                    flush()
-            yield from drain(wait_all=False)
-        flush()
-        yield from drain(wait_all=True)
+            batch.append((decoded, shape))
+            if len(batch) >= batch_size:
+                flush()
+        yield from drain(wait_all=False)
+    flush()
+    yield from drain(wait_all=True)
 
 
 def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:

@@ -8,6 +8,7 @@ whose rounding would put an error of several units into the training targets.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from dataclasses import dataclass
@@ -105,11 +106,22 @@ def _check_path_readable(path: Path) -> None:
     if path.is_dir():
         raise ImageReadError("is a directory")
     if not path.exists():
-        raise ImageReadError("no such file" + (" (broken symlink)" if path.is_symlink() else ""))
+        raise ImageReadError(_missing_reason(path))
     if not os.access(path, os.R_OK):
         raise ImageReadError("permission denied")
     if path.stat().st_size == 0:
         raise ImageReadError("empty file (0 bytes)")
+
+
+def _missing_reason(path: Path) -> str:
+    if not path.is_symlink():
+        return "no such file"
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop"
+    return "no such file (broken symlink)"
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:
