@@ -346,7 +346,7 @@ class HashIndex:
         self.distance = distance
         parts = distance + 1
         edges = np.linspace(0, 64, parts + 1).astype(int)
-        self._masks = [(shift, (1 << (high - low)) - 1) for low, high, shift in zip(edges[:-1], edges[1:], edges[:-1])]
+        self._masks = [(int(low), (1 << int(high - low)) - 1) for low, high in zip(edges[:-1], edges[1:])]
         self._tables = [collections.defaultdict(list) for _ in self._masks]
 
     def _keys(self, value: int):
