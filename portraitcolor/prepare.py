@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 
 from . import __version__, dataset
 from .atomic import atomic_output
-from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image, rgb_to_lab
+from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
 
 # Reasons an image is dropped, in the order the filters run, with the words for humans.
 REASONS = {
@@ -54,6 +55,11 @@ NOTE_FACE_FALLBACK = "face crop fell back to center (no face found)"
 CROP_MODES = ("center", "face", "none")
 # Lightness histogram bins used to take out the colour that lightness explains (see _colorfulness).
 _L_BINS = 32
+# Big JPEGs are decoded at a reduced scale (see lab.read_image_reduced) keeping the
+# shorter side at least this many times the set's size: twice the size leaves the area
+# filter real pixels to average; a face crop is a part of the frame, so it gets more.
+_DECODE_FACTOR = 2
+_FACE_DECODE_FACTOR = 4
 # Images per task sent to a worker: enough to hide the inter-process overhead, few
 # enough that Ctrl-C and --limit stop soon.
 _BATCH = 8
@@ -218,16 +224,19 @@ def process_image(path: str | os.PathLike, options: PrepareOptions, size: int) -
     """Decode, filter, crop, resize and convert one image (no shared state but the face cascade)."""
     from . import faces
 
+    find_face = options.crop == "face" or options.require_face
     try:
-        picture = read_image(path, max_pixels=options.max_pixels or sys.maxsize)
+        picture, (stored_width, stored_height) = read_image_reduced(
+            path, min_side=size * (_FACE_DECODE_FACTOR if find_face else _DECODE_FACTOR), max_pixels=options.max_pixels or sys.maxsize
+        )
     except ImageReadError as error:
         reason = "too-large" if str(error).startswith("image is too large") else "unreadable"
         return Dropped(reason, str(error))
+    if min(stored_width, stored_height) < options.min_size:
+        return Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")
     height, width = picture.height, picture.width
-    if min(height, width) < options.min_size:
-        return Dropped("too-small", f"{width}x{height} is under --min-size {options.min_size}")
     rgb = _over_white(picture.rgb, picture.alpha)
-    face = faces.largest_face(_gray_uint8(rgb)) if options.crop == "face" or options.require_face else None
+    face = faces.largest_face(_gray_uint8(rgb)) if find_face else None
     if options.crop == "none":
         square = None
     elif options.crop == "face" and face is not None:
@@ -375,6 +384,8 @@ def _worker_setup(options: PrepareOptions) -> None:
     # Our own --max-pixels check replaces Pillow's (it would refuse above 2x its default
     # whatever the user asked for, and warn on the way).
     Image.MAX_IMAGE_PIXELS = options.max_pixels or None
+    # Pillow's advice to convert such palettes to RGBA is what read_image does anyway.
+    warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
 
 
 def _worker_ignore_signals() -> None:

@@ -525,3 +525,15 @@ def test_headshots_corpus_drops_the_placeholders(tmp_path):
     dropped = {item["source"] for items in report["dropped_files"].values() for item in items}
     assert "Ace_Bailey.png" in dropped and "Aliou_Diarra.jpg" in dropped  # grey silhouettes (PNG and JPEG)
     assert "AJ_Hoggard.jpg" not in dropped and report["kept"] > 350
+
+
+def test_large_jpegs_are_decoded_reduced_but_judged_by_their_stored_size(tmp_path):
+    from portraitcolor.lab import read_image_reduced
+
+    path = save(tmp_path / "big.jpg", np.array(Image.fromarray(portrait_array(seed=1)).resize((600, 720))), quality=90)
+    picture, stored = read_image_reduced(path, min_side=64)
+    assert stored == (600, 720) and 64 <= min(picture.height, picture.width) < 600
+    png = write_portrait(tmp_path / "p.png")
+    assert read_image_reduced(png, min_side=8)[0].rgb.shape == (96, 80, 3)  # only JPEG decoders reduce
+    assert drop_reason(path, min_size=500) is None  # 600 stored pixels, not the reduced 150
+    assert drop_reason(path, min_size=601) == "too-small"
