@@ -6,8 +6,10 @@ torch and the core modules are imported inside the commands, so `--help` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -56,10 +58,13 @@ def _handled_errors():
     """Exception types that carry a message for the user (imported lazily)."""
     from .dataset import DatasetError
     from .device import DeviceError
+    from .faces import FaceDetectorError
     from .lab import ImageReadError
+    from .prepare import PrepareError
     from .weights import WeightsError
 
-    return (DatasetError, DeviceError, ImageReadError, WeightsError, FileNotFoundError, PermissionError, IsADirectoryError)
+    return (DatasetError, DeviceError, FaceDetectorError, ImageReadError, PrepareError, WeightsError, FileNotFoundError,
+            PermissionError, IsADirectoryError)
 
 
 def run_job(job, *args, **kwargs):
@@ -233,12 +238,12 @@ def _check_colorize_usage(inputs, *, output, output_dir, files_from, skip_existi
 
 
 def _read_files_from(source: str, *, null: bool) -> list:
-    from .colorize import read_file_list
+    from .inputs import read_file_list
 
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as error:
-        raise fail(f"{source}: cannot read the file list ({error.strerror or error})") from None
+        raise fail(f"{source}: cannot read the file list ({error.strerror or error})", code=EXIT_USAGE) from None
     return read_file_list(data, nul=null)
 
 
@@ -295,6 +300,122 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+# ---- prepare ---------------------------------------------------------------------
+
+
+class CropMode(str, Enum):
+    center = "center"
+    face = "face"
+    none = "none"
+
+
+@app.command("prepare")
+def prepare_command(
+    sources: Optional[List[Path]] = typer.Argument(None, metavar="SOURCE...", help="Image folders (searched recursively) and image files."),
+    output: Path = typer.Option(..., "-o", "--output", help="The HDF5 set to write."),
+    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE", help="Read more image paths from FILE (- for stdin), one per line."),
+    null: bool = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0)."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, help="Side of the stored square images [default: 128, or the set's with --append]."),
+    crop: CropMode = typer.Option(CropMode.center, "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped)."),
+    face_margin: float = typer.Option(0.6, "--face-margin", min=0.0, help="Room around the face box, as a fraction of its side, on each side."),
+    val: Optional[float] = typer.Option(None, "--val", min=0.0, max=1.0, help="Fraction of images for validation, by a stable hash of the path [default: 0.05]."),
+    test: Optional[float] = typer.Option(None, "--test", min=0.0, max=1.0, help="Fraction of images for test [default: 0.05]."),
+    min_size: int = typer.Option(64, "--min-size", min=0, help="Drop images whose shorter side has fewer pixels (0: off)."),
+    max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=0, help="Drop images that claim more pixels (decompression-bomb guard; 0: off)."),
+    min_contrast: float = typer.Option(2.0, "--min-contrast", min=0.0, help="Drop blank images: spread (std) of L under this (0: off)."),
+    min_detail: float = typer.Option(3.0, "--min-detail", min=0.0, help="Drop placeholders and flat graphics: entropy of the L histogram under this many bits (0: off)."),
+    min_colorfulness: float = typer.Option(2.0, "--min-colorfulness", min=0.0, help="Drop grayscale, sepia and tinted monochrome: chroma not explained by lightness under this, CIELAB units (0: off)."),
+    require_face: bool = typer.Option(False, "--require-face", help="Drop images where OpenCV finds no frontal face."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Drop exact and near duplicates (perceptual hash)."),
+    dedupe_distance: int = typer.Option(4, "--dedupe-distance", min=0, max=63, help="Hashes this many bits apart or closer count as duplicates."),
+    imdb_meta: bool = typer.Option(False, "--imdb-meta", help="IMDB-WIKI: use the folder's imdb.mat / wiki.mat to drop images without exactly one clear face (needs scipy)."),
+    min_face_score: float = typer.Option(1.0, "--min-face-score", help="With --imdb-meta: the lowest face_score kept."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after keeping this many images."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes [default: all cores]."),
+    append: bool = typer.Option(False, "--append", help="Add new images to an existing set, skipping those already in it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the filter report (with every dropped file and why) as JSON."),
+) -> None:
+    """Turn photos into a filtered, cropped CIELAB training set (HDF5).
+
+    Unreadable, tiny, huge, blank, placeholder and grayscale images are dropped and
+    counted per reason; the table goes to stderr, the set's path to stdout.
+    """
+    from .prepare import PrepareOptions, collect_sources, prepare
+
+    if append and overwrite:
+        raise fail("--append and --overwrite exclude each other", code=EXIT_USAGE)
+    if output.exists() and not (append or overwrite):
+        raise fail(f"{output} exists: use --append to add to it or --overwrite to replace it", code=EXIT_USAGE)
+    if (val or 0.0) + (test or 0.0) >= 1.0:
+        raise fail("--val and --test must add up to less than 1", code=EXIT_USAGE)
+    listed = _read_files_from(files_from, null=null) if files_from else []
+    if not sources and not listed:
+        raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
+    options = PrepareOptions(
+        size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
+        min_contrast=min_contrast, min_detail=min_detail, min_colorfulness=min_colorfulness,
+        require_face=require_face, dedupe=dedupe, dedupe_distance=dedupe_distance, imdb_meta=imdb_meta,
+        min_face_score=min_face_score, val=val, test=test, limit=limit,
+    )
+    console = _stderr()
+    found = run_job(collect_sources, sources or [], files_from=listed)
+    with _prepare_progress(console) as on_progress:
+        result = run_job(prepare, found, output, options=options, workers=workers, append=append, overwrite=overwrite, progress=on_progress)
+    if report is not None:
+        import json
+
+        from .atomic import atomic_write_text
+
+        run_job(atomic_write_text, report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
+    console.print(_prepare_table(result.report))
+    typer.echo(str(result.path))
+
+
+def _prepare_progress(console):
+    """A context giving the progress callback: a rich bar on a terminal, nothing otherwise."""
+    if not console.is_terminal:
+        return contextlib.nullcontext(None)
+    return _prepare_bar(console)
+
+
+@contextlib.contextmanager
+def _prepare_bar(console):
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"),
+               TextColumn("kept {task.fields[kept]}, dropped {task.fields[dropped]}"), TimeRemainingColumn())
+    started = time.monotonic()
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("prepare", total=None, kept=0, dropped=0, rate="-")
+
+        def update(state):
+            elapsed = time.monotonic() - started
+            rate = f"{state.seen / elapsed:.1f}" if elapsed > 0 else "-"
+            progress.update(task, total=state.total, completed=state.seen, kept=state.kept, dropped=state.dropped, rate=rate)
+
+        yield update
+
+
+def _prepare_table(report: dict):
+    """Kept and dropped images per reason (the paper's figure 2, as a table)."""
+    from rich.table import Table
+
+    seen = max(report["seen"], 1)
+    table = Table(title=f"prepare: {report['seen']} images looked at", title_justify="left")
+    table.add_column("")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    table.add_row("kept", str(report["kept"]), f"{100 * report['kept'] / seen:.1f}%")
+    for reason, count in report["dropped"].items():
+        table.add_row(f"dropped: {report['reasons'][reason]}", str(count), f"{100 * count / seen:.1f}%")
+    for label, count in {**report["skipped"], **report["notes"]}.items():
+        table.add_row(f"({label})", str(count), "")
+    splits = ", ".join(f"{name} {count}" for name, count in report["splits"].items())
+    table.caption = f"kept by split: {splits}; {report['set_count']} images in {report['output']}"
+    return table
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ from PIL import Image
 from . import lab
 from .atomic import atomic_output
 from .device import autocast, pick_device, prepare_model
+from .inputs import image_files
 from .model import SIDE_MULTIPLE, UNet
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Rows converted at a time when building the output, bounding float temporaries.
 _STRIP_ROWS = 512
@@ -173,9 +173,8 @@ def default_output(path: Path) -> Path:
 
 def walk_folder(folder: Path, *, recursive: bool) -> Iterator[Path]:
     """Image files in a folder, sorted; earlier results (*_color.*) are not taken as inputs."""
-    pattern = "**/*" if recursive else "*"
-    for path in sorted(folder.glob(pattern)):
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(OUTPUT_TAG) and not path.is_dir():
+    for path in image_files(folder, recursive=recursive):
+        if not path.stem.endswith(OUTPUT_TAG):
             yield path
 
 
@@ -382,14 +381,3 @@ def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:
 
 def _done(item: Future | Result) -> bool:
     return isinstance(item, Result) or item.done()
-
-
-def read_file_list(data: bytes, *, nul: bool) -> list[str]:
-    """Paths from --files-from: NUL-separated with -0 (or when the data holds a NUL), else one per line."""
-    separator = b"\0" if nul or b"\0" in data else b"\n"
-    names = []
-    for raw in data.split(separator):
-        raw = raw.rstrip(b"\r") if separator == b"\n" else raw
-        if raw.strip():
-            names.append(os.fsdecode(raw))
-    return names

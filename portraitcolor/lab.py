@@ -79,6 +79,22 @@ def read_image(
     Raises ImageReadError with a one-line reason for anything that is not a usable image:
     missing, empty, not an image, truncated, or over max_pixels.
     """
+    return _read(source, max_pixels=max_pixels, min_side=None)[0]
+
+
+def read_image_reduced(
+    source: str | os.PathLike | bytes | BinaryIO, *, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Picture, tuple[int, int]]:
+    """read_image for callers that only need a smaller picture: JPEGs are decoded at
+    1/2, 1/4 or 1/8 scale (the decoder's DCT scaling, several times faster than a full
+    decode) as long as the shorter side stays at least min_side.
+
+    Returns the picture and the image's stored (width, height) before any reduction.
+    """
+    return _read(source, max_pixels=max_pixels, min_side=min_side)
+
+
+def _read(source, *, max_pixels: int, min_side: int | None) -> tuple[Picture, tuple[int, int]]:
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageReadError("empty input (0 bytes)")
@@ -87,11 +103,14 @@ def read_image(
         _check_path_readable(Path(source))
     try:
         with Image.open(source) as image:
-            _check_size(image.size, max_pixels)
+            stored_size = image.size
+            _check_size(stored_size, max_pixels)
+            if min_side is not None:
+                _reduce_while_decoding(image, min_side)
             image.load()
             file_format = image.format
             picture = _to_picture(_upright(image))
-            return Picture(rgb=picture.rgb, alpha=picture.alpha, format=file_format)
+            return Picture(rgb=picture.rgb, alpha=picture.alpha, format=file_format), stored_size
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -133,6 +152,14 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
             f"image is too large: {width}x{height} is over the limit of {max_pixels:,} pixels"
             " (raise it with --max-pixels)"
         )
+
+
+def _reduce_while_decoding(image: Image.Image, min_side: int) -> None:
+    # draft() is a no-op for formats without reduced decoding (everything but JPEG).
+    width, height = image.size
+    scale = min_side / max(1, min(width, height))
+    if scale < 1.0:
+        image.draft(image.mode, (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
 
 
 def _first_line(error: BaseException) -> str:

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from portraitcolor import lab
-from portraitcolor.colorize import read_file_list, render_shape
+from portraitcolor.colorize import render_shape
+from portraitcolor.inputs import read_file_list
 from conftest import portrait_array, run_cli, write_portrait
 
 

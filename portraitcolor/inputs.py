@@ -1,0 +1,36 @@
+"""Finding input images, shared by prepare, evaluate and colorize: folder walks and
+--files-from lists (newline or NUL separated, for `find -print0 | ... --files-from - -0`)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=1)
+def image_suffixes() -> frozenset[str]:
+    """Every file extension Pillow knows (lower case, with the dot)."""
+    from PIL import Image
+
+    return frozenset(Image.registered_extensions())
+
+
+def image_files(folder: Path, *, recursive: bool) -> list[Path]:
+    """Image files in a folder by extension, sorted; hidden files (our own .part temporaries) left out."""
+    candidates = folder.rglob("*") if recursive else folder.glob("*")
+    suffixes = image_suffixes()
+    return sorted(p for p in candidates if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
+
+
+def read_file_list(data: bytes, *, nul: bool = False) -> list[str]:
+    """Paths from a --files-from list: NUL-separated with nul (or when the data holds a NUL),
+    else one per line. Names are decoded as the file system does, so any byte survives."""
+    separator = b"\0" if nul or b"\0" in data else b"\n"
+    names = []
+    for raw in data.split(separator):
+        if separator == b"\n":
+            raw = raw.rstrip(b"\r")
+        if raw.strip():
+            names.append(os.fsdecode(raw))
+    return names

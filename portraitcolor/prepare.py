@@ -1,0 +1,688 @@
+"""From a pile of photos to a clean LAB training set in HDF5 (the layout of dataset.py).
+
+    sources -> (worker processes) decode, filter, crop, resize, LAB -> (parent) dedupe, write
+
+Every image that is not kept is counted under one reason, the first filter that
+rejects it, in the order of REASONS; the counts form the filter report that is
+stored in the set and returned to the caller.
+
+The set is written to a temporary file beside the target and renamed when complete,
+and the `format` attribute (what inspect_set checks first) is the last thing written:
+a crash or Ctrl-C never leaves a file that looks finished. --append works on a copy
+of the finished set made the same way, because HDF5 has no journal: an in-place
+append killed half-way can corrupt the images already in the file.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, dataset
+from .atomic import atomic_output
+from .inputs import image_files
+from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
+
+# Reasons an image is dropped, in the order the filters run, with the words for humans.
+REASONS = {
+    "unreadable": "unreadable, truncated or not an image",
+    "too-large": "too large (decompression-bomb guard)",
+    "too-small": "too small",
+    "imdb-faces": "IMDB metadata: not exactly one clear face",
+    "blank": "blank or near-uniform",
+    "placeholder": "placeholder or flat graphic (few tones)",
+    "grayscale": "grayscale or tinted monochrome",
+    "no-face": "no face found",
+    "duplicate": "duplicate of a kept image",
+}
+SKIPPED_PRESENT = "already in the set"
+NOTE_FACE_FALLBACK = "face crop fell back to center (no face found)"
+
+CROP_MODES = ("center", "face", "none")
+# Lightness histogram bins used to take out the colour that lightness explains (see _colorfulness).
+_L_BINS = 32
+# Big JPEGs are decoded at a reduced scale (see lab.read_image_reduced) keeping the
+# shorter side at least this many times the set's size: twice the size leaves the area
+# filter real pixels to average; a face crop is a part of the frame, so it gets more.
+_DECODE_FACTOR = 2
+_FACE_DECODE_FACTOR = 4
+# Images per task sent to a worker: enough to hide the inter-process overhead, few
+# enough that Ctrl-C and --limit stop soon.
+_BATCH = 8
+
+
+class PrepareError(Exception):
+    """A prepare job that cannot run or produced nothing; the message says why."""
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Everything that decides which images are kept and how they are stored.
+
+    None for size, val and test means: the existing set's value with --append, else the default.
+    A threshold of 0 turns its filter off.
+    """
+
+    size: int | None = None
+    crop: str = "center"
+    face_margin: float = 0.6
+    min_size: int = 64
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_contrast: float = 2.0
+    min_detail: float = 3.0
+    min_colorfulness: float = 2.0
+    require_face: bool = False
+    dedupe: bool = False
+    dedupe_distance: int = 4
+    imdb_meta: bool = False
+    min_face_score: float = 1.0
+    val: float | None = None
+    test: float | None = None
+    limit: int | None = None
+
+
+DEFAULT_SIZE = 128
+DEFAULT_VAL = 0.05
+DEFAULT_TEST = 0.05
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input image: where to read it, and its name in the set (hashed for the split)."""
+
+    path: Path
+    name: str
+    root: Path | None = None  # the folder source it was found in
+
+
+@dataclass
+class Progress:
+    """Counts so far, passed to the progress callback after every image."""
+
+    total: int
+    seen: int = 0
+    kept: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class PrepareResult:
+    path: Path
+    report: dict = field(default_factory=dict)
+
+
+# ---- sources ---------------------------------------------------------------------
+
+
+def collect_sources(paths: Iterable[str | os.PathLike], *, files_from: Iterable[str] = ()) -> list[Source]:
+    """Expand folders (recursively, image extensions only, sorted), files and listed names.
+
+    A folder's images are named by their path relative to the folder, so that moving
+    the folder keeps every image in its split; a file named directly or in a list is
+    named as it was written.
+    """
+    sources = []
+    for given in itertools.chain(paths, files_from):
+        path = Path(given)
+        if path.is_dir():
+            found = image_files(path, recursive=True)
+            sources.extend(Source(path=p, name=p.relative_to(path).as_posix(), root=path) for p in found)
+        else:
+            sources.append(Source(path=path, name=Path(os.path.normpath(given)).as_posix()))
+    return sources
+
+
+# ---- IMDB-WIKI metadata ------------------------------------------------------------
+
+
+def load_imdb_meta(mat_path: str | os.PathLike, *, min_face_score: float) -> dict[str, bool]:
+    """Map each full_path of an imdb.mat / wiki.mat to whether it shows exactly one clear face.
+
+    As the dataset's authors advise: face_score finite and at least min_face_score
+    (-inf means no face was found) and second_face_score NaN (no second face).
+    """
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise PrepareError("--imdb-meta needs scipy: pip install 'portraitcolor[imdb]'") from None
+    try:
+        mat = loadmat(mat_path, squeeze_me=True, struct_as_record=False)
+    except (OSError, ValueError, TypeError) as error:
+        raise PrepareError(f"{mat_path}: cannot read IMDB-WIKI metadata ({error})") from None
+    keys = [key for key in mat if not key.startswith("__")]
+    if not keys:
+        raise PrepareError(f"{mat_path}: no metadata struct in the file")
+    table = mat[keys[0]]
+    try:
+        paths = np.atleast_1d(table.full_path)
+        first = np.atleast_1d(table.face_score).astype(np.float64)
+        second = np.atleast_1d(table.second_face_score).astype(np.float64)
+    except AttributeError as error:
+        raise PrepareError(f"{mat_path}: not an IMDB-WIKI metadata file ({error})") from None
+    clear = np.isfinite(first) & (first >= min_face_score) & np.isnan(second)
+    return {str(path): bool(ok) for path, ok in zip(paths, clear)}
+
+
+def _imdb_verdicts(sources: list[Source], options: PrepareOptions) -> dict[str, bool]:
+    """Face verdicts for the folder sources, from the imdb.mat / wiki.mat in each folder."""
+    verdicts: dict[str, bool] = {}
+    for root in dict.fromkeys(source.root for source in sources if source.root is not None):
+        candidates = [root / "imdb.mat", root / "wiki.mat"]
+        mat = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if mat is None:
+            raise PrepareError(f"--imdb-meta: no imdb.mat or wiki.mat in {root}")
+        verdicts.update(load_imdb_meta(mat, min_face_score=options.min_face_score))
+    if not verdicts:
+        raise PrepareError("--imdb-meta needs a folder source (an imdb_crop or wiki_crop folder)")
+    return verdicts
+
+
+# ---- one image (runs in a worker process) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kept:
+    lab8: np.ndarray  # (S, S, 3) uint8
+    phash: int
+    face_fallback: bool
+
+
+@dataclass(frozen=True)
+class Dropped:
+    reason: str
+    detail: str
+
+
+def process_image(path: str | os.PathLike, options: PrepareOptions, size: int) -> Kept | Dropped:
+    """Decode, filter, crop, resize and convert one image (no shared state but the face cascade)."""
+    from . import faces
+
+    find_face = options.crop == "face" or options.require_face
+    try:
+        picture, (stored_width, stored_height) = read_image_reduced(
+            path, min_side=size * (_FACE_DECODE_FACTOR if find_face else _DECODE_FACTOR), max_pixels=options.max_pixels or sys.maxsize
+        )
+    except ImageReadError as error:
+        reason = "too-large" if str(error).startswith("image is too large") else "unreadable"
+        return Dropped(reason, str(error))
+    if min(stored_width, stored_height) < options.min_size:
+        return Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")
+    height, width = picture.height, picture.width
+    rgb = _over_white(picture.rgb, picture.alpha)
+    face = faces.largest_face(_gray_uint8(rgb)) if find_face else None
+    if options.crop == "none":
+        square = None
+    elif options.crop == "face" and face is not None:
+        square = faces.face_square(face, height, width, margin=options.face_margin)
+    else:
+        square = faces.center_square(height, width)
+    small = _resize_square(rgb if square is None else faces.crop_square(rgb, square), size)
+    lab = rgb_to_lab(small)
+    rejection = _content_rejection(lab, options)
+    if rejection is not None:
+        return rejection
+    if options.require_face and face is None:
+        return Dropped("no-face", "no frontal face found")
+    return Kept(lab8=encode_lab8(lab), phash=perceptual_hash(lab[..., 0]), face_fallback=options.crop == "face" and face is None)
+
+
+def _over_white(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    # Cut-out portraits (transparent background) are shown on white almost everywhere;
+    # what hides under alpha 0 is arbitrary (often black) and would teach nonsense.
+    if alpha is None:
+        return rgb
+    alpha = alpha[..., None]
+    return rgb * alpha + (1.0 - alpha)
+
+
+def _gray_uint8(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+def _resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size: an area filter when shrinking (no aliasing), cubic when enlarging."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    shrinking = height >= size and width >= size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interpolation), 0.0, 1.0)
+
+
+def image_statistics(lab: np.ndarray) -> dict[str, float]:
+    """The numbers the content filters compare with their thresholds (LAB (H, W, 3) float)."""
+    lightness = lab[..., 0].ravel()
+    return {
+        "contrast": float(lightness.std()),
+        "detail": _lightness_entropy(lightness),
+        "colorfulness": _colorfulness(lightness, lab[..., 1:].reshape(-1, 2)),
+    }
+
+
+def _content_rejection(lab: np.ndarray, options: PrepareOptions) -> Dropped | None:
+    stats = image_statistics(lab)
+    if stats["contrast"] < options.min_contrast:
+        return Dropped("blank", f"lightness spread {stats['contrast']:.2f} < --min-contrast {options.min_contrast}")
+    if stats["detail"] < options.min_detail:
+        return Dropped("placeholder", f"{stats['detail']:.2f} bits of tones < --min-detail {options.min_detail}")
+    if stats["colorfulness"] < options.min_colorfulness:
+        return Dropped("grayscale", f"colourfulness {stats['colorfulness']:.2f} < --min-colorfulness {options.min_colorfulness}")
+    return None
+
+
+def _lightness_entropy(lightness: np.ndarray) -> float:
+    """Shannon entropy (bits) of the 8-bit lightness histogram.
+
+    A silhouette placeholder or a logo is a handful of flat tones (1-3 bits, whatever
+    their contrast); a photo, even on a plain studio background, has 4-7 bits.
+    """
+    levels = np.clip(np.rint(lightness * 2.55), 0, 255).astype(np.intp)
+    shares = np.bincount(levels, minlength=256) / levels.size
+    shares = shares[shares > 0]
+    return float(-(shares * np.log2(shares)).sum())
+
+
+def _colorfulness(lightness: np.ndarray, ab: np.ndarray) -> float:
+    """RMS of the chroma that lightness does not explain (CIELAB units).
+
+    A grayscale image has a = b = 0; a sepia or tinted monochrome one has non-zero a, b
+    that are a function of lightness only (the toning curve). So the statistic removes,
+    per lightness bin, the mean (a, b) of that bin and measures what is left: colour
+    that varies independently of lightness, which is exactly what a colour photo has
+    and a toned print lacks. On the headshots corpus, real photos score 3.4 and up,
+    grayscale, sepia and tinted versions of the same photos under 1.
+    """
+    bins = np.minimum((lightness * (_L_BINS / 100.0)).astype(np.intp), _L_BINS - 1)
+    bins = np.maximum(bins, 0)
+    counts = np.maximum(np.bincount(bins, minlength=_L_BINS), 1)
+    residual_sq = 0.0
+    for channel in range(2):
+        values = ab[:, channel].astype(np.float64)
+        means = np.bincount(bins, weights=values, minlength=_L_BINS) / counts
+        residual_sq += float(np.mean((values - means[bins]) ** 2))
+    return math.sqrt(residual_sq)
+
+
+def perceptual_hash(lightness: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (pHash) of a lightness image: survives resizing, JPEG
+    re-compression and small colour or exposure changes, unlike a byte hash."""
+    import cv2
+
+    small = cv2.resize(np.ascontiguousarray(lightness, dtype=np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(small)[:8, :8].ravel()
+    bits = low > np.median(low[1:])  # the DC term only says how bright the image is
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+class HashIndex:
+    """Near-duplicate lookup by Hamming distance (multi-index hashing).
+
+    Split the 64 bits into distance + 1 parts: two hashes within `distance` bits of each
+    other agree exactly on at least one part (pigeonhole), so only hashes sharing a part
+    are compared, instead of every kept image.
+    """
+
+    def __init__(self, distance: int):
+        self.distance = distance
+        parts = distance + 1
+        edges = np.linspace(0, 64, parts + 1).astype(int)
+        self._masks = [(int(low), (1 << int(high - low)) - 1) for low, high in zip(edges[:-1], edges[1:])]
+        self._tables = [collections.defaultdict(list) for _ in self._masks]
+
+    def _keys(self, value: int):
+        return [(value >> shift) & mask for shift, mask in self._masks]
+
+    def contains_near(self, value: int) -> bool:
+        for table, key in zip(self._tables, self._keys(value)):
+            if any((value ^ other).bit_count() <= self.distance for other in table.get(key, ())):
+                return True
+        return False
+
+    def add(self, value: int) -> None:
+        for table, key in zip(self._tables, self._keys(value)):
+            table[key].append(value)
+
+
+# ---- worker pool -------------------------------------------------------------------
+
+
+def _worker_setup(options: PrepareOptions) -> None:
+    import cv2
+    from PIL import Image
+
+    # One OpenCV thread per process: the parallelism is the processes.
+    cv2.setNumThreads(1)
+    # Our own --max-pixels check replaces Pillow's (it would refuse above 2x its default
+    # whatever the user asked for, and warn on the way).
+    Image.MAX_IMAGE_PIXELS = options.max_pixels or None
+    # Pillow's advice to convert such palettes to RGBA is what read_image does anyway.
+    warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
+
+
+def _worker_ignore_signals() -> None:
+    # Ctrl-C reaches the whole process group; the parent alone decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _worker_init(options: PrepareOptions) -> None:
+    _worker_ignore_signals()
+    _worker_setup(options)
+
+
+def _process_batch(paths: list[str], options: PrepareOptions, size: int) -> list[Kept | Dropped]:
+    return [process_image(path, options, size) for path in paths]
+
+
+def _processed(paths: list[str], options: PrepareOptions, size: int, workers: int) -> Iterator[Kept | Dropped]:
+    """Results in input order; a bounded number of batches in flight, so memory stays flat
+    and stopping early (--limit, Ctrl-C) cancels what has not started."""
+    if workers <= 1:
+        _worker_setup(options)
+        for path in paths:
+            yield process_image(path, options, size)
+        return
+    batches = iter([paths[start : start + _BATCH] for start in range(0, len(paths), _BATCH)])
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(options,)) as pool:
+        pending = collections.deque(pool.submit(_process_batch, batch, options, size) for batch in itertools.islice(batches, workers * 4))
+        try:
+            while pending:
+                results = pending.popleft().result()
+                following = next(batches, None)
+                if following is not None:
+                    pending.append(pool.submit(_process_batch, following, options, size))
+                yield from results
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# ---- the HDF5 writer ---------------------------------------------------------------
+
+
+class SetWriter:
+    """Appends images to an open set file in chunk-aligned blocks."""
+
+    def __init__(self, handle, size: int):
+        import h5py
+
+        self.handle = handle
+        self.size = size
+        if dataset.IMAGES not in handle:
+            shape = (size, size, 3)
+            handle.create_dataset(dataset.IMAGES, shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8,
+                                  chunks=(dataset.CHUNK_IMAGES, *shape), compression=dataset.COMPRESSION)
+            handle.create_dataset(dataset.SOURCES, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"), chunks=(1024,))
+            handle.create_dataset(dataset.SPLITS, shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,))
+        if PHASHES not in handle:
+            handle.create_dataset(PHASHES, shape=(0,), maxshape=(None,), dtype=np.uint64, chunks=(4096,))
+        self.count = handle[dataset.IMAGES].shape[0]
+        self._buffer: list[tuple[str, int, np.ndarray, int]] = []
+
+    def add(self, name: str, split_code: int, lab8: np.ndarray, phash: int) -> None:
+        self._buffer.append((name, split_code, lab8, phash))
+        # Fill up to the next chunk boundary, so every block write covers whole chunks.
+        if len(self._buffer) >= dataset.CHUNK_IMAGES - self.count % dataset.CHUNK_IMAGES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        names, codes, images, hashes = zip(*self._buffer)
+        start, end = self.count, self.count + len(names)
+        for key, values in ((dataset.IMAGES, np.stack(images)), (dataset.SOURCES, list(names)),
+                            (dataset.SPLITS, np.array(codes, np.uint8)), (PHASHES, np.array(hashes, np.uint64))):
+            self.handle[key].resize(end, axis=0)
+            self.handle[key][start:end] = values
+        self.count = end
+        self._buffer.clear()
+
+
+# Not part of the format that train and evaluate read: --dedupe --append checks new
+# images against these instead of decoding the whole set again.
+PHASHES = "phash"
+
+
+def _existing_hashes(handle) -> Iterator[int]:
+    if PHASHES in handle and handle[PHASHES].shape[0] == handle[dataset.IMAGES].shape[0]:
+        yield from (int(value) for value in handle[PHASHES][...])
+        return
+    images = handle[dataset.IMAGES]
+    from .lab import decode_lab8
+
+    for start in range(0, images.shape[0], dataset.CHUNK_IMAGES):
+        for lab8 in images[start : start + dataset.CHUNK_IMAGES]:
+            yield perceptual_hash(decode_lab8(lab8)[..., 0])
+
+
+# ---- the job -----------------------------------------------------------------------
+
+
+def prepare(
+    sources: list[Source],
+    output: str | os.PathLike,
+    *,
+    options: PrepareOptions = PrepareOptions(),
+    workers: int | None = None,
+    append: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+) -> PrepareResult:
+    """Filter, crop and convert `sources` into the set `output`; returns its report.
+
+    Raises PrepareError when the job cannot run or nothing at all could be kept
+    (then no file is written and an existing one is left as it was).
+    """
+    import h5py
+
+    output = Path(output)
+    started = time.perf_counter()
+    if output.exists() and not (append or overwrite):
+        raise PrepareError(f"{output} exists: use --append to add to it or --overwrite to replace it")
+    if options.crop not in CROP_MODES:
+        raise PrepareError(f"unknown crop mode {options.crop!r} (use one of {', '.join(CROP_MODES)})")
+    appending = append and output.exists()
+    previous = _previous_set(output) if appending else None
+    options = _resolve_options(options, previous)
+    size = options.size
+    workers = workers or default_workers()
+
+    counts = RunCounts()
+    with atomic_output(output) as temporary:
+        if appending:
+            shutil.copyfile(output, temporary)
+        with h5py.File(temporary, "a" if appending else "w") as handle:
+            # Written last (in _finish): until then the file is not a set to any reader.
+            handle.attrs.pop("format", None)
+            writer = SetWriter(handle, size)
+            present = {_text(name) for name in handle[dataset.SOURCES][...]}
+            hashes = HashIndex(options.dedupe_distance) if options.dedupe else None
+            if hashes is not None:
+                for value in _existing_hashes(handle):
+                    hashes.add(value)
+            todo = _pending_sources(sources, present, options, counts)
+            state = Progress(total=len(todo) + counts.seen)
+            state.seen = state.dropped = counts.seen
+            results = _processed([str(source.path) for source in todo], options, size, workers)
+            try:
+                for source, result in zip(todo, results):
+                    _account(source, result, writer, hashes, options, counts)
+                    state.seen, state.kept, state.dropped = counts.seen, counts.kept, counts.dropped_total
+                    if progress is not None:
+                        progress(state)
+                    if options.limit is not None and counts.kept >= options.limit:
+                        break
+            finally:
+                results.close()
+            writer.flush()
+            if writer.count == 0:
+                raise PrepareError("no image could be kept" + _drop_summary(counts))
+            report = _report(output, counts, options, writer, time.perf_counter() - started)
+            _finish(handle, options, report, previous)
+    return PrepareResult(path=output, report=report)
+
+
+@dataclass
+class RunCounts:
+    seen: int = 0
+    kept: int = 0
+    dropped: collections.Counter = field(default_factory=collections.Counter)
+    skipped: collections.Counter = field(default_factory=collections.Counter)
+    notes: collections.Counter = field(default_factory=collections.Counter)
+    splits: collections.Counter = field(default_factory=collections.Counter)
+    dropped_files: dict = field(default_factory=lambda: collections.defaultdict(list))
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def drop(self, name: str, reason: str, detail: str) -> None:
+        self.seen += 1
+        self.dropped[reason] += 1
+        self.dropped_files[reason].append({"source": name, "why": detail})
+
+
+def _text(name) -> str:
+    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+
+
+def _previous_set(output: Path) -> dataset.SetInfo:
+    return dataset.inspect_set(output)
+
+
+def _resolve_options(options: PrepareOptions, previous: dataset.SetInfo | None) -> PrepareOptions:
+    """Fill size, val and test; with --append they must agree with the set (splits stay stable)."""
+    if previous is None:
+        return dataclasses.replace(
+            options,
+            size=options.size or DEFAULT_SIZE,
+            val=DEFAULT_VAL if options.val is None else options.val,
+            test=DEFAULT_TEST if options.test is None else options.test,
+        )
+    stored = previous.attributes.get("options") or {}
+    settled = {"size": previous.size, "val": stored.get("val", DEFAULT_VAL), "test": stored.get("test", DEFAULT_TEST)}
+    for key, value in settled.items():
+        asked = getattr(options, key)
+        if asked is not None and asked != value:
+            raise PrepareError(f"{previous.path} was made with --{key} {value}; appending with --{key} {asked} would mix sets")
+    options = dataclasses.replace(options, **settled)
+    if not (0 <= options.val and 0 <= options.test and options.val + options.test < 1):
+        raise PrepareError("--val and --test must be fractions that add up to less than 1")
+    return options
+
+
+def _pending_sources(sources: list[Source], present: set[str], options: PrepareOptions, counts: RunCounts) -> list[Source]:
+    """Sources still to decode: not in the set yet, named once, and passing the IMDB metadata."""
+    verdicts = _imdb_verdicts(sources, options) if options.imdb_meta else {}
+    todo, names = [], set(present)
+    for source in sources:
+        if source.name in names:
+            counts.skipped[SKIPPED_PRESENT] += 1
+            continue
+        names.add(source.name)
+        if verdicts.get(source.name, True) is False:
+            counts.drop(source.name, "imdb-faces", f"face_score under {options.min_face_score} or a second face")
+            continue
+        todo.append(source)
+    return todo
+
+
+def _account(source: Source, result: Kept | Dropped, writer: SetWriter, hashes: HashIndex | None,
+             options: PrepareOptions, counts: RunCounts) -> None:
+    if isinstance(result, Dropped):
+        counts.drop(source.name, result.reason, result.detail)
+        return
+    if hashes is not None:
+        if hashes.contains_near(result.phash):
+            counts.drop(source.name, "duplicate", f"within {options.dedupe_distance} bits of a kept image")
+            return
+        hashes.add(result.phash)
+    split = dataset.split_for(source.name, val=options.val, test=options.test)
+    writer.add(source.name, dataset.SPLIT_NAMES.index(split), result.lab8, result.phash)
+    counts.seen += 1
+    counts.kept += 1
+    counts.splits[split] += 1
+    if result.face_fallback:
+        counts.notes[NOTE_FACE_FALLBACK] += 1
+
+
+def _drop_summary(counts: RunCounts) -> str:
+    if not counts.seen:
+        return " (no images found in the sources)" if not counts.skipped else " (every source is already in the set)"
+    reasons = ", ".join(f"{count} {REASONS[reason]}" for reason, count in counts.dropped.most_common())
+    return f": {counts.seen} seen, {reasons}"
+
+
+def _report(output: Path, counts: RunCounts, options: PrepareOptions, writer: SetWriter, elapsed: float) -> dict:
+    return {
+        "output": str(output),
+        "tool_version": __version__,
+        "seen": counts.seen,
+        "kept": counts.kept,
+        "dropped": {reason: counts.dropped[reason] for reason in REASONS if counts.dropped[reason]},
+        "skipped": dict(counts.skipped),
+        "notes": dict(counts.notes),
+        "splits": {name: counts.splits[name] for name in dataset.SPLIT_NAMES},
+        "set_count": writer.count,
+        "elapsed_s": round(elapsed, 3),
+        "images_per_s": round(counts.seen / elapsed, 2) if elapsed > 0 else None,
+        "reasons": dict(REASONS),
+        "options": _options_record(options),
+        "dropped_files": {reason: counts.dropped_files[reason] for reason in REASONS if reason in counts.dropped_files},
+    }
+
+
+def _options_record(options: PrepareOptions) -> dict:
+    return dataclasses.asdict(options)
+
+
+def _finish(handle, options: PrepareOptions, report: dict, previous: dataset.SetInfo | None) -> None:
+    """Attributes, with the format marker last: the file becomes a set only now."""
+    summary = {key: report[key] for key in ("seen", "kept", "dropped", "skipped", "notes")}
+    if previous is not None:
+        summary = _add_reports(previous.attributes.get("filter_report") or {}, summary)
+    attrs = handle.attrs
+    attrs["format_version"] = dataset.FORMAT_VERSION
+    attrs["size"] = options.size
+    attrs["color_space"] = dataset.COLOR_SPACE
+    attrs["tool_version"] = __version__
+    attrs["options"] = json.dumps(_options_record(options))
+    attrs["filter_report"] = json.dumps(summary)
+    handle.flush()
+    attrs["format"] = dataset.FORMAT
+
+
+def _add_reports(old: dict, new: dict) -> dict:
+    """The set's filter report over all runs that built it (first run plus appends)."""
+    total = {}
+    for key in ("seen", "kept"):
+        total[key] = int(old.get(key, 0)) + int(new.get(key, 0))
+    for key in ("dropped", "skipped", "notes"):
+        merged = collections.Counter(old.get(key) or {})
+        merged.update(new.get(key) or {})
+        total[key] = dict(merged)
+    return total
