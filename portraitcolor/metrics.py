@@ -36,10 +36,10 @@ class Metric:
 METRICS = (
     Metric("ab_mae", "ab MAE", "lower", 2),
     Metric("psnr", "PSNR dB", "higher", 2),
-    Metric("ssim", "SSIM", "higher", 4),
+    Metric("ssim", "SSIM", "higher", 3),
     Metric("ciede2000", "CIEDE2000", "lower", 2),
     Metric("colourfulness", "colourfulness", "", 1),
-    Metric("colourfulness_truth", "colourfulness (truth)", "", 1),
+    Metric("colourfulness_truth", "truth colourfulness", "", 1),
     Metric("colourfulness_ratio", "colourfulness ratio", "closer to 1", 3),
 )
 
