@@ -58,18 +58,22 @@ def psnr(predicted_rgb: np.ndarray, true_rgb: np.ndarray, *, data_range: float =
     return 10.0 * np.log10(data_range**2 / np.maximum(mse, floor))
 
 
-def ssim(predicted_rgb: np.ndarray, true_rgb: np.ndarray) -> np.ndarray:
-    """(B, H, W, 3) x2 in 0..1 -> (B,) mean SSIM over pixels and channels (sides >= 11)."""
+def ssim(predicted_rgb: np.ndarray, true_rgb: np.ndarray, *, device=None) -> np.ndarray:
+    """(B, H, W, 3) x2 in 0..1 -> (B,) mean SSIM over pixels and channels (sides >= 11).
+
+    device: a torch device to compute on (its 11x11 windows are most of the metrics' cost).
+    """
     import torch
 
     from .losses import ssim as ssim_nchw
 
     def to_nchw(images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+        tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        return tensor.to(device or "cpu").permute(0, 3, 1, 2)
 
     with torch.inference_mode():
         values = ssim_nchw(to_nchw(predicted_rgb), to_nchw(true_rgb), data_range=1.0)
-    return values.numpy().astype(np.float64)
+    return values.cpu().numpy().astype(np.float64)
 
 
 def ciede2000(predicted_lab: np.ndarray, true_lab: np.ndarray) -> np.ndarray:
@@ -152,9 +156,9 @@ def colourfulness_ratio(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def image_metrics(
-    *, predicted_lab: np.ndarray, true_lab: np.ndarray, predicted_rgb: np.ndarray, true_rgb: np.ndarray
+    *, predicted_lab: np.ndarray, true_lab: np.ndarray, predicted_rgb: np.ndarray, true_rgb: np.ndarray, device=None
 ) -> dict[str, np.ndarray]:
-    """Every metric of METRICS for a batch: name -> (B,) float64.
+    """Every metric of METRICS for a batch: name -> (B,) float64 (SSIM computed on `device`).
 
     ab error and CIEDE2000 compare the LAB prediction with the true LAB; PSNR, SSIM and
     colourfulness look at the RGB image the user gets (after gamut mapping).
@@ -164,7 +168,7 @@ def image_metrics(
     return {
         "ab_mae": ab_mae(predicted_lab[..., 1:], true_lab[..., 1:]),
         "psnr": psnr(predicted_rgb, true_rgb),
-        "ssim": ssim(predicted_rgb, true_rgb),
+        "ssim": ssim(predicted_rgb, true_rgb, device=device),
         "ciede2000": ciede2000(predicted_lab, true_lab),
         "colourfulness": predicted_colour,
         "colourfulness_truth": true_colour,

@@ -184,6 +184,31 @@ def test_full_resolution_photos(tmp_path, tiny_model_file):
     assert 0 < document["methods"]["tiny"]["ssim"]["mean"] <= 1
 
 
+def test_full_resolution_path_with_a_stand_in_colorize(monkeypatch, tmp_path, tiny_model_file):
+    """--full-res through colorize_picture's signature; the stand-in answers gray, so the
+    model's numbers must equal the gray baseline's, at each photo's own size."""
+    import sys
+    import types
+
+    calls = []
+
+    def colorize_picture(model, picture, render_size=None, device=None):
+        calls.append((picture.rgb.shape, render_size, device))
+        return picture.rgb.astype(np.float32)
+
+    monkeypatch.setitem(sys.modules, "portraitcolor.colorize", types.SimpleNamespace(colorize_picture=colorize_picture))
+    for i, (height, width) in enumerate([(70, 50), (48, 90)]):
+        write_portrait(tmp_path / "photos" / f"p{i}.png", height, width, seed=i)
+    models = core.load_models([str(tiny_model_file)])
+    options = core.EvaluateOptions(full_res=True, device="cpu")
+    evaluation = core.evaluate([tmp_path / "photos"], models=models, options=options)
+    assert [shape for shape, _, _ in calls] == [(70, 50, 3), (48, 90, 3)]
+    assert evaluation.size is None and evaluation.count == 2
+    np.testing.assert_allclose(evaluation.methods["tiny"]["ab_mae"], evaluation.methods[core.GRAY]["ab_mae"], atol=0.05)
+    core.write_report(evaluation, tmp_path / "report", targets=[tmp_path / "photos"], models=models, options=options)
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
 # ---- the HTML report ------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
