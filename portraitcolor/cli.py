@@ -191,16 +191,16 @@ class EvaluateSplit(str, Enum):
 
 @app.command()
 def evaluate(
-    targets: List[Path] = typer.Argument(..., help="An HDF5 set written by prepare, or colour photos / folders of them."),
-    model: List[str] = typer.Option([], "--model", "-m", help="Model name or .safetensors path (default: the default model). Give twice to compare two models."),
+    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="An HDF5 set written by prepare, or colour photos / folders of them."),
+    model: List[str] = typer.Option([], "--model", "-m", metavar="NAME|PATH", help="Model name or .safetensors path (default: the default model). Give twice to compare two models."),
     split: EvaluateSplit = typer.Option(EvaluateSplit.test, "--split", help="Split of an HDF5 set to evaluate on."),
     full_res: bool = typer.Option(False, "--full-res", help="Photos at full resolution through colorize's path (default: centre crop at the model's size)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Images per inference batch."),
     device: Device = typer.Option(Device.auto, "--device", help="Where the models run."),
     json_output: bool = typer.Option(False, "--json", help="Print the aggregate metrics as one JSON document on stdout."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write per-image metrics (source, method, metrics) to this CSV file."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
 ) -> None:
     """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
     import json
@@ -217,6 +217,7 @@ def evaluate(
     console = _stderr()
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
+    run_job(core.check_outputs, csv_path=csv_path, report_dir=report)
     models = run_job(core.load_models, model)
 
     def on_failure(source: str, reason: str) -> None:

@@ -513,7 +513,20 @@ def _csv_number(value: float) -> str:
     return "" if not math.isfinite(value) else f"{value:.6g}"
 
 
+def check_outputs(*, csv_path: str | os.PathLike | None = None, report_dir: str | os.PathLike | None = None) -> None:
+    """Refuse output paths that cannot be written before any time is spent evaluating."""
+    if csv_path is not None:
+        csv_path = Path(csv_path)
+        if csv_path.is_dir():
+            raise EvaluateError(f"{csv_path}: is a folder, not a CSV file name")
+        if not csv_path.parent.is_dir():
+            raise EvaluateError(f"{csv_path}: its folder {csv_path.parent} does not exist")
+    if report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        raise EvaluateError(f"{report_dir}: exists and is not a folder")
+
+
 def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
+    check_outputs(csv_path=path)
     atomic_write_text(path, csv_text(evaluation))
     return Path(path)
 
@@ -521,6 +534,7 @@ def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
 # ---- the HTML report ------------------------------------------------------------------------
 
 CASES_PER_GROUP = 3
+RANDOM_GROUP = "Random sample"
 STRIP_TILE_HEIGHT = 128
 
 
@@ -540,7 +554,7 @@ def pick_cases(evaluation: Evaluation, *, per_group: int = CASES_PER_GROUP, seed
     shown = {row for rows in groups.values() for row in rows}
     rest = [row for row in range(count) if row not in shown] or list(range(count))
     rng = np.random.default_rng(seed)
-    groups["Random sample"] = sorted(rng.choice(rest, size=min(per_group, len(rest)), replace=False).tolist())
+    groups[RANDOM_GROUP] = sorted(rng.choice(rest, size=min(per_group, len(rest)), replace=False).tolist())
     return groups
 
 
@@ -560,6 +574,7 @@ def write_report(
     """
     from .device import pick_device
 
+    check_outputs(report_dir=directory)
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     groups = pick_cases(evaluation, seed=seed)
@@ -689,7 +704,8 @@ def _report_html(evaluation: Evaluation, groups, strip_files, curves) -> str:
     columns = " | ".join(["gray input", *evaluation.model_labels, "truth"])
     errors = evaluation.methods[evaluation.model_labels[0]]["ab_mae"]
     for title, group in groups.items():
-        parts.append(f"<h2>{e(title)} by ab error of {e(evaluation.model_labels[0])}</h2>")
+        ranked = "" if title == RANDOM_GROUP else f" by ab error of {evaluation.model_labels[0]}"
+        parts.append(f"<h2>{e(title + ranked)}</h2>")
         parts.append(f'<div class="columns">{e(columns)}</div><div class="strips">')
         for row in group:
             if row in strip_files:

@@ -166,6 +166,14 @@ def test_target_checks(tmp_path, tiny_set, targets, options, message):
         core.open_target([paths[t] for t in targets], options)
 
 
+def test_unwritable_outputs_are_refused_before_evaluating(tmp_path):
+    with pytest.raises(core.EvaluateError, match="does not exist"):
+        core.check_outputs(csv_path=tmp_path / "missing" / "out.csv")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(core.EvaluateError, match="not a folder"):
+        core.check_outputs(report_dir=tmp_path / "file")
+
+
 def _has_colorize_picture() -> bool:
     try:
         from portraitcolor.colorize import colorize_picture  # noqa: F401
