@@ -58,13 +58,14 @@ def _handled_errors():
     """Exception types that carry a message for the user (imported lazily)."""
     from .dataset import DatasetError
     from .device import DeviceError
+    from .evaluate import EvaluateError
     from .faces import FaceDetectorError
     from .lab import ImageReadError
     from .prepare import PrepareError
     from .weights import WeightsError
 
-    return (DatasetError, DeviceError, FaceDetectorError, ImageReadError, PrepareError, WeightsError, FileNotFoundError,
-            PermissionError, IsADirectoryError)
+    return (DatasetError, DeviceError, EvaluateError, FaceDetectorError, ImageReadError, PrepareError, WeightsError,
+            FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 def run_job(job, *args, **kwargs):
@@ -416,6 +417,99 @@ def _prepare_table(report: dict):
     splits = ", ".join(f"{name} {count}" for name, count in report["splits"].items())
     table.caption = f"kept by split: {splits}; {report['set_count']} images in {report['output']}"
     return table
+
+
+# ---- evaluate ----------------------------------------------------------------------
+
+
+class EvaluateSplit(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+    all = "all"
+
+
+@app.command()
+def evaluate(
+    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="An HDF5 set written by prepare, or colour photos / folders of them."),
+    model: List[str] = typer.Option([], "--model", "-m", metavar="NAME|PATH", help="Model name or .safetensors path (default: the default model). Give twice to compare two models."),
+    split: EvaluateSplit = typer.Option(EvaluateSplit.test, "--split", help="Split of an HDF5 set to evaluate on."),
+    full_res: bool = typer.Option(False, "--full-res", help="Photos at full resolution through colorize's path (default: centre crop at the model's size)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Images per inference batch."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the aggregate metrics as one JSON document on stdout."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
+) -> None:
+    """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
+    import json
+
+    from . import evaluate as core
+
+    options = core.EvaluateOptions(
+        split=None if split is EvaluateSplit.all else split.value,
+        full_res=full_res,
+        batch_size=batch_size,
+        device=device,
+        limit=limit,
+    )
+    console = _stderr()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
+    run_job(core.check_outputs, csv_path=csv_path, report_dir=report)
+    models = run_job(core.load_models, model)
+
+    def on_failure(source: str, reason: str) -> None:
+        console.print(f"portraitcolor: error: {source}: {reason}", markup=False, soft_wrap=True)
+
+    with _evaluate_progress(console) as on_progress:
+        evaluation = run_job(core.evaluate, targets, models=models, options=options, on_progress=on_progress, on_failure=on_failure)
+    console.print(_evaluation_table(evaluation, core))
+    for note in evaluation.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    rate = evaluation.count / evaluation.seconds if evaluation.seconds > 0 else float("inf")
+    console.print(f"{evaluation.count} images in {evaluation.seconds:.1f} s ({rate:.1f} images/s) on {evaluation.device}", markup=False)
+    if csv_path is not None:
+        run_job(core.write_csv, evaluation, csv_path)
+    if report is not None:
+        page = run_job(core.write_report, evaluation, report, targets=targets, models=models, options=options)
+        console.print(f"report: {page}", markup=False)
+    if json_output:
+        typer.echo(json.dumps(core.json_document(evaluation), indent=2))
+    if evaluation.failures:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _evaluation_table(evaluation, core):
+    from rich.table import Table
+
+    header, rows = core.summary_table(evaluation)
+    title = f"{evaluation.count} images of {evaluation.target}" + (f" ({evaluation.split})" if evaluation.split else "")
+    table = Table(title=title, caption=core.TABLE_LEGEND)
+    for i, name in enumerate(header):
+        style = "bold" if name in evaluation.model_labels else None
+        table.add_column(name, justify="left" if i == 0 else "right", style=style, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _evaluate_progress(console):
+    """A rich progress bar on a terminal; elsewhere a callback that prints nothing."""
+    import contextlib
+
+    if not console.is_terminal:
+        return contextlib.nullcontext(None)
+    from rich.progress import Progress
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("evaluating", total=None)
+            yield lambda done, total: progress.update(task, completed=done, total=total)
+
+    return bar()
 
 
 def main() -> None:

@@ -93,3 +93,43 @@ def tiny_model_file(tmp_path):
     torch.manual_seed(0)
     model = UNet(UNetConfig(width=4, size=32))
     return save_weights(model, tmp_path / "tiny.safetensors", training={"note": "random weights for tests"})
+
+
+def write_set(path: Path, images_rgb_uint8, splits) -> Path:
+    """Write a set in dataset.py's layout from uint8 RGB images (N, S, S, 3) and split names.
+
+    Sources are img00000.png, ...; the images go through lab.rgb_to_lab and lab.encode_lab8,
+    as prepare stores them.
+    """
+    import json
+
+    import h5py
+
+    from portraitcolor import __version__, dataset
+    from portraitcolor.lab import encode_lab8, rgb_to_lab
+
+    images_rgb_uint8 = np.asarray(images_rgb_uint8, dtype=np.uint8)
+    count, size = images_rgb_uint8.shape[0], images_rgb_uint8.shape[1]
+    lab8 = encode_lab8(rgb_to_lab(images_rgb_uint8.astype(np.float32) / 255.0))
+    codes = np.array([dataset.SPLIT_NAMES.index(split) for split in splits], dtype=np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset(
+            dataset.IMAGES,
+            data=lab8,
+            chunks=(min(dataset.CHUNK_IMAGES, max(count, 1)), size, size, 3),
+            compression=dataset.COMPRESSION,
+        )
+        handle.create_dataset(
+            dataset.SOURCES, data=[f"img{i:05d}.png" for i in range(count)], dtype=h5py.string_dtype("utf-8")
+        )
+        handle.create_dataset(dataset.SPLITS, data=codes)
+        handle.attrs["format"] = dataset.FORMAT
+        handle.attrs["format_version"] = dataset.FORMAT_VERSION
+        handle.attrs["size"] = size
+        handle.attrs["color_space"] = dataset.COLOR_SPACE
+        handle.attrs["tool_version"] = __version__
+        handle.attrs["options"] = json.dumps({})
+        handle.attrs["filter_report"] = json.dumps({})
+    return path

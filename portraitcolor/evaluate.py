@@ -1,0 +1,727 @@
+"""Evaluate models on held-out portraits, with the trivial baselines beside them.
+
+    evaluate(targets, models=..., options=...) -> Evaluation   per-image metrics per method
+    aggregate(evaluation)                                       mean and median per metric
+    summary_table(evaluation)                                   the same as rows of text
+    json_document / write_csv / write_report                    the outputs
+
+A target is an HDF5 set (one of its splits) or colour photos, which are turned gray
+internally. Every method sees the same images and the true L: the models predict ab, the
+"gray" baseline predicts ab = 0 and the "mean ab" baseline predicts the training set's mean
+ab everywhere. A model that cannot beat them has learnt nothing worth having.
+
+The numbers are deterministic: images are read in a fixed order and batched the same way
+on every run, and nothing random enters the metrics (the report's random sample is seeded).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from .inputs import image_files
+from .lab import ImageReadError, Picture, ab_from_net, l_to_net, lab_to_rgb, read_image, rgb_to_lab
+
+GRAY = "gray"
+MEAN_AB = "mean ab"
+BASELINES = (GRAY, MEAN_AB)
+# The mean ab of this many training images is within a small fraction of a CIELAB unit of
+# the full split's, and reading a 240,000-image split for two numbers would dominate the run.
+MEAN_AB_SAMPLE_IMAGES = 4096
+# Where train may record things about its run in the weights metadata's training summary.
+RUN_DIR_KEYS = ("run_dir", "run_directory")
+LOSS_CURVE_FILES = ("loss_curves.png", "losses.png", "loss.png")
+MEAN_AB_KEY = "mean_ab"
+
+ProgressCallback = Callable[[int, int], None]  # (images done, images in total)
+FailureCallback = Callable[[str, str], None]  # (source, one-line reason)
+
+
+class EvaluateError(Exception):
+    """A problem with the evaluation's inputs, with a one-line reason."""
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    split: str | None = "test"  # None: every image of the set
+    full_res: bool = False
+    batch_size: int = 32
+    device: str = "auto"
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    label: str
+    model: object  # model.UNet, with .metadata from the weights file
+
+    @property
+    def metadata(self) -> dict:
+        return getattr(self.model, "metadata", None) or {}
+
+
+@dataclass
+class Evaluation:
+    target: str
+    split: str | None
+    size: int | None  # side the models ran at; None at full resolution
+    device: str
+    keys: list[int]  # each image's position in the target (its split, or the file list)
+    sources: list[str]
+    methods: dict[str, dict[str, np.ndarray]]  # method -> metric name -> (N,) float64
+    model_labels: list[str]
+    models: list[dict]  # label, config, training summary of each model
+    mean_ab: tuple[float, float] | None
+    notes: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.sources)
+
+
+# ---- models --------------------------------------------------------------------------
+
+
+def load_models(specs: list[str] | None) -> list[ModelUnderTest]:
+    """Resolve up to two model specs (path, store name; none: the default model)."""
+    from .weights import BUILTIN_NAME, WeightsStore, resolve_model
+
+    specs = list(specs or [])
+    if len(specs) > 2:
+        raise EvaluateError(f"at most two models can be compared, {len(specs)} were given")
+    store = WeightsStore()
+    if not specs:
+        return [ModelUnderTest(store.default_name() or BUILTIN_NAME, resolve_model(None, store=store))]
+    models = []
+    for spec in specs:
+        model = resolve_model(spec, store=store)
+        label = Path(spec).stem if spec.endswith(".safetensors") or os.sep in spec else spec
+        models.append(ModelUnderTest(_unique_label(label, [m.label for m in models]), model))
+    return models
+
+
+def _unique_label(label: str, taken: list[str]) -> str:
+    if label in BASELINES:
+        label = f"{label} (model)"
+    candidate, number = label, 2
+    while candidate in taken:
+        candidate, number = f"{label} ({number})", number + 1
+    return candidate
+
+
+# ---- targets: where the true images come from -------------------------------------------
+
+
+@dataclass
+class _Batch:
+    keys: list[int]
+    sources: list[str]
+    true_lab: np.ndarray  # (B, S, S, 3) float32 CIELAB
+    true_rgb: np.ndarray  # (B, S, S, 3) float32 0..1
+
+
+class _SetTarget:
+    """One split of an HDF5 set: the stored LAB is the truth, as training saw it."""
+
+    def __init__(self, path: Path, split: str | None, limit: int | None) -> None:
+        from .dataset import inspect_set
+
+        self.path, self.split = path, split
+        info = inspect_set(path)
+        self.size = info.size
+        available = info.count if split is None else info.split_counts.get(split, 0)
+        if available == 0:
+            raise EvaluateError(f"{path}: the {split or 'whole'} split holds no images")
+        self.count = available if limit is None else min(limit, available)
+
+    def batches(self, batch_size: int, *, only: set[int] | None = None) -> Iterator[_Batch]:
+        from .dataset import iter_split
+        from .lab import decode_lab8
+
+        position = 0
+        for sources, lab8 in iter_split(self.path, self.split, batch_size=batch_size):
+            keys = list(range(position, min(position + len(sources), self.count)))
+            position += len(sources)
+            rows = [i for i, key in enumerate(keys) if only is None or key in only]
+            if rows:
+                true_lab = decode_lab8(lab8[rows])
+                yield _Batch([keys[i] for i in rows], [sources[i] for i in rows], true_lab, lab_to_rgb(true_lab))
+            if position >= self.count:
+                return
+
+    def mean_ab(self) -> tuple[tuple[float, float] | None, str]:
+        """The train split's mean (a, b) from its first MEAN_AB_SAMPLE_IMAGES images."""
+        from .dataset import iter_split
+
+        total, images = np.zeros(2), 0
+        for _, lab8 in iter_split(self.path, "train", batch_size=256):
+            lab8 = lab8[: MEAN_AB_SAMPLE_IMAGES - images]
+            total += lab8[..., 1:].reshape(-1, 2).sum(axis=0, dtype=np.float64) / (lab8.shape[1] * lab8.shape[2])
+            images += len(lab8)
+            if images >= MEAN_AB_SAMPLE_IMAGES:
+                break
+        if images == 0:
+            return None, "mean-ab baseline skipped: the set's train split is empty"
+        a, b = (total / images - 128.0).tolist()
+        return (a, b), f"mean ab baseline: a={a:.2f}, b={b:.2f}, from {images} images of the set's train split"
+
+
+class _PhotoTarget:
+    """Colour photos; each is read, centre-cropped and resized, or kept whole (full_res)."""
+
+    def __init__(self, paths: list[Path], limit: int | None) -> None:
+        self.files = _list_photos(paths)
+        if not self.files:
+            raise EvaluateError("no images found in " + ", ".join(str(path) for path in paths))
+        if limit is not None:
+            self.files = self.files[:limit]
+        self.count = len(self.files)
+
+    def pictures(self, *, only: set[int] | None, on_failure: FailureCallback | None) -> Iterator[tuple[int, str, Picture]]:
+        for key, (path, source) in enumerate(self.files):
+            if only is not None and key not in only:
+                continue
+            try:
+                yield key, source, read_image(path)
+            except ImageReadError as error:
+                if on_failure is not None:
+                    on_failure(str(path), str(error))
+
+    def batches(
+        self, batch_size: int, *, size: int, only: set[int] | None = None, on_failure: FailureCallback | None = None
+    ) -> Iterator[_Batch]:
+        pending: list[tuple[int, str, np.ndarray]] = []
+        for key, source, picture in self.pictures(only=only, on_failure=on_failure):
+            pending.append((key, source, square_resize(picture.rgb, size)))
+            if len(pending) == batch_size:
+                yield _photo_batch(pending)
+                pending = []
+        if pending:
+            yield _photo_batch(pending)
+
+
+def _photo_batch(items: list[tuple[int, str, np.ndarray]]) -> _Batch:
+    true_rgb = np.stack([rgb for _, _, rgb in items])
+    return _Batch([key for key, _, _ in items], [source for _, source, _ in items], rgb_to_lab(true_rgb), true_rgb)
+
+
+def _list_photos(paths: list[Path]) -> list[tuple[Path, str]]:
+    """(path, source name) of every photo: named files as given, folders searched recursively."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            files = image_files(path, recursive=True)
+            found.extend((file, file.relative_to(path).as_posix()) for file in files)
+        else:
+            found.append((path, str(path)))  # a missing file is reported when it is read
+    return found
+
+
+def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to a square, then area-resize to size x size: (H, W, 3) -> (S, S, 3) float32."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = np.ascontiguousarray(rgb[top : top + side, left : left + side], dtype=np.float32)
+    if side == size:
+        return square
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(square, (size, size), interpolation=interpolation), 0.0, 1.0)
+
+
+def open_target(paths: list[Path], options: EvaluateOptions):
+    """An HDF5 set (one file) or photos; refuses mixtures and options that do not apply."""
+    import h5py
+
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise EvaluateError("no target given (an HDF5 set, or photos / folders)")
+    sets = [path for path in paths if path.is_file() and h5py.is_hdf5(path)]
+    if sets:
+        if len(paths) > 1:
+            raise EvaluateError(f"{sets[0]}: give one HDF5 set on its own, not mixed with other targets")
+        if options.full_res:
+            raise EvaluateError(f"{sets[0]}: --full-res applies to photos; a set holds images at its own size")
+        return _SetTarget(sets[0], options.split, options.limit)
+    return _PhotoTarget(paths, options.limit)
+
+
+# ---- predictions ------------------------------------------------------------------------
+
+
+def predict_ab(model, true_l: np.ndarray, device) -> np.ndarray:
+    """The model's ab for a batch of L: (B, S, S) CIELAB L -> (B, S, S, 2) CIELAB ab, float32."""
+    import torch
+
+    from .device import autocast
+
+    l_net = torch.from_numpy(np.ascontiguousarray(l_to_net(true_l), dtype=np.float32))[:, None]  # (B, 1, S, S)
+    l_net = l_net.to(device, non_blocking=True)
+    if device.type == "cuda":
+        l_net = l_net.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device):
+        out = model(l_net)  # (B, 2, S, S) in 0..1
+    return ab_from_net(out.float().permute(0, 2, 3, 1).cpu().numpy())
+
+
+def _with_ab(true_lab: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    lab = np.empty_like(true_lab)
+    lab[..., 0] = true_lab[..., 0]
+    lab[..., 1:] = ab
+    return lab
+
+
+def _method_outputs(target, models, mean_ab, options, device, *, only=None, on_failure=None):
+    """Yield (batch, {method: predicted LAB (B, S, S, 3)}) in the target's order."""
+    if options.full_res:
+        yield from _full_res_outputs(target, models, mean_ab, options, only=only, on_failure=on_failure)
+        return
+    if isinstance(target, _SetTarget):
+        batches = target.batches(options.batch_size, only=only)
+    else:
+        batches = target.batches(options.batch_size, size=models[0].model.config.size, only=only, on_failure=on_failure)
+    for batch in batches:
+        predicted = {m.label: _with_ab(batch.true_lab, predict_ab(m.model, batch.true_lab[..., 0], device)) for m in models}
+        predicted.update(_baseline_outputs(batch.true_lab, mean_ab))
+        yield batch, predicted
+
+
+def _baseline_outputs(true_lab: np.ndarray, mean_ab) -> dict[str, np.ndarray]:
+    outputs = {GRAY: _with_ab(true_lab, np.zeros(2, np.float32))}
+    if mean_ab is not None:
+        outputs[MEAN_AB] = _with_ab(true_lab, np.asarray(mean_ab, np.float32))
+    return outputs
+
+
+def _full_res_outputs(target, models, mean_ab, options, *, only, on_failure):
+    """Photos at their own size through colorize's path (ab rendered small, upsampled)."""
+    from .colorize import colorize_picture
+
+    for key, source, picture in target.pictures(only=only, on_failure=on_failure):
+        true_lab = rgb_to_lab(picture.rgb)[None]  # (1, H, W, 3)
+        # The models get a gray picture, so nothing of the true colour can leak into them.
+        gray = Picture(rgb=lab_to_rgb(_with_ab(true_lab, np.zeros(2, np.float32)))[0])
+        predicted = {}
+        for m in models:
+            rgb = colorize_picture(m.model, gray)
+            predicted[m.label] = _with_ab(true_lab, rgb_to_lab(np.asarray(rgb, np.float32))[None][..., 1:])
+        predicted.update(_baseline_outputs(true_lab, mean_ab))
+        yield _Batch([key], [source], true_lab, picture.rgb[None].astype(np.float32)), predicted
+
+
+# ---- the evaluation ---------------------------------------------------------------------
+
+
+def evaluate(
+    targets: list[str | os.PathLike],
+    *,
+    models: list[ModelUnderTest],
+    options: EvaluateOptions = EvaluateOptions(),
+    on_progress: ProgressCallback | None = None,
+    on_failure: FailureCallback | None = None,
+) -> Evaluation:
+    """Per-image metrics of every model and baseline on the same images."""
+    from .device import pick_device, prepare_model
+
+    if not models:
+        raise EvaluateError("no model to evaluate")
+    if options.batch_size < 1:
+        raise EvaluateError(f"batch size must be at least 1, got {options.batch_size}")
+    target = open_target([Path(t) for t in targets], options)
+    size = None if options.full_res else (target.size if isinstance(target, _SetTarget) else models[0].model.config.size)
+    notes = _size_notes(target, models, size)
+    device = pick_device(options.device)
+    for m in models:
+        prepare_model(m.model, device)
+    mean_ab, note = _mean_ab(target, models)
+    notes.append(note)
+
+    failures: list[tuple[str, str]] = []
+
+    def failed(source: str, reason: str) -> None:
+        failures.append((source, reason))
+        if on_failure is not None:
+            on_failure(source, reason)
+
+    started = time.perf_counter()
+    keys, sources, per_method = [], [], {}
+    # The methods' metrics are independent numpy/torch work that releases the GIL: one
+    # thread per method uses the cores that a single numpy call leaves idle.
+    with ThreadPoolExecutor(max_workers=len(models) + len(BASELINES)) as pool:
+        for batch, predicted in _method_outputs(target, models, mean_ab, options, device, on_failure=failed):
+            futures = {
+                method: pool.submit(_lab_metrics, predicted_lab, batch.true_lab, batch.true_rgb, device)
+                for method, predicted_lab in predicted.items()
+            }
+            for method, future in futures.items():
+                per_method.setdefault(method, []).append(future.result())
+            keys.extend(batch.keys)
+            sources.extend(batch.sources)
+            if on_progress is not None:
+                on_progress(len(keys) + len(failures), target.count)
+    if not sources:
+        raise EvaluateError("none of the images could be read")
+    methods = {
+        method: {name: np.concatenate([values[name] for values in batches]) for name in batches[0]}
+        for method, batches in per_method.items()
+    }
+    return Evaluation(
+        target=", ".join(str(t) for t in targets),
+        split=options.split if isinstance(target, _SetTarget) else None,
+        size=size,
+        device=str(device),
+        keys=keys,
+        sources=sources,
+        methods=methods,
+        model_labels=[m.label for m in models],
+        models=[{"label": m.label, "config": m.metadata.get("config"), "training": m.metadata.get("training") or {}} for m in models],
+        mean_ab=mean_ab,
+        notes=notes,
+        failures=failures,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _lab_metrics(predicted_lab, true_lab, true_rgb, device) -> dict[str, np.ndarray]:
+    return metrics.image_metrics(
+        predicted_lab=predicted_lab, true_lab=true_lab, predicted_rgb=lab_to_rgb(predicted_lab), true_rgb=true_rgb, device=device
+    )
+
+
+def _size_notes(target, models, size) -> list[str]:
+    from .model import SIDE_MULTIPLE
+
+    if size is None:
+        return ["full resolution: the models' ab is rendered at their size and upsampled (colorize's path)"]
+    if size % SIDE_MULTIPLE:
+        raise EvaluateError(f"image size {size} is not a multiple of {SIDE_MULTIPLE}, which the U-Net needs")
+    notes = []
+    if isinstance(target, _PhotoTarget):
+        notes.append(f"photos centre-cropped and resized to {size}x{size}, the size of model {models[0].label}")
+    for m in models:
+        if m.model.config.size != size:
+            notes.append(f"model {m.label} was trained at {m.model.config.size}x{m.model.config.size} and runs at {size}x{size} here")
+    return notes
+
+
+def _mean_ab(target, models) -> tuple[tuple[float, float] | None, str]:
+    if isinstance(target, _SetTarget):
+        return target.mean_ab()
+    value = models[0].metadata.get("training", {}).get(MEAN_AB_KEY) if isinstance(models[0].metadata.get("training"), dict) else None
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        a, b = float(value[0]), float(value[1])
+        return (a, b), f"mean ab baseline: a={a:.2f}, b={b:.2f}, from model {models[0].label}'s training summary"
+    return None, f"mean-ab baseline skipped: model {models[0].label}'s metadata records no training mean ab"
+
+
+# ---- aggregates and their text ----------------------------------------------------------
+
+
+def _finite_stats(values: np.ndarray) -> dict[str, float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"mean": None, "median": None}
+    return {"mean": float(finite.mean()), "median": float(np.median(finite))}
+
+
+def aggregate(evaluation: Evaluation) -> dict[str, dict[str, dict[str, float | None]]]:
+    """method -> metric -> {"mean", "median"} (NaN values, such as undefined ratios, left out)."""
+    return {
+        method: {metric.name: _finite_stats(values[metric.name]) for metric in metrics.METRICS}
+        for method, values in evaluation.methods.items()
+    }
+
+
+_BETTER_MARKS = {"lower": "\u2193", "higher": "\u2191", "closer to 1": "\u2192 1", "": ""}
+TABLE_LEGEND = "mean (median) over the images; \u2193 lower is better, \u2191 higher, \u2192 1 nearest 1"
+
+
+def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of text: one row per metric, one column per method, "mean (median)".
+
+    The metric's name carries which way is better: a down arrow for lower, up for higher.
+    """
+    stats = aggregate(evaluation)
+    header = ["metric", *evaluation.methods]
+    rows = []
+    for metric in metrics.METRICS:
+        cells = [f"{metric.label} {_BETTER_MARKS[metric.better]}".rstrip()]
+        for method in evaluation.methods:
+            value = stats[method][metric.name]
+            cells.append(
+                "-" if value["mean"] is None else f"{value['mean']:.{metric.digits}f} ({value['median']:.{metric.digits}f})"
+            )
+        rows.append(cells)
+    return header, rows
+
+
+def json_document(evaluation: Evaluation) -> dict:
+    """The aggregate as plain JSON data (no timings, so that two runs give the same text)."""
+    return {
+        "target": evaluation.target,
+        "split": evaluation.split,
+        "images": evaluation.count,
+        "size": evaluation.size,
+        "failed": [{"source": source, "reason": reason} for source, reason in evaluation.failures],
+        "models": evaluation.models,
+        "baselines": [method for method in evaluation.methods if method in BASELINES],
+        "mean_ab": list(evaluation.mean_ab) if evaluation.mean_ab else None,
+        "metrics": [{"name": m.name, "label": m.label, "better": m.better} for m in metrics.METRICS],
+        "methods": aggregate(evaluation),
+        "notes": evaluation.notes,
+    }
+
+
+def csv_text(evaluation: Evaluation) -> str:
+    """One row per image and method: source, method, every metric (empty where undefined)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = [metric.name for metric in metrics.METRICS]
+    writer.writerow(["source", "method", *names])
+    for method, values in evaluation.methods.items():
+        for row, source in enumerate(evaluation.sources):
+            writer.writerow([source, method, *(_csv_number(values[name][row]) for name in names)])
+    return buffer.getvalue()
+
+
+def _csv_number(value: float) -> str:
+    return "" if not math.isfinite(value) else f"{value:.6g}"
+
+
+def check_outputs(*, csv_path: str | os.PathLike | None = None, report_dir: str | os.PathLike | None = None) -> None:
+    """Refuse output paths that cannot be written before any time is spent evaluating."""
+    if csv_path is not None:
+        csv_path = Path(csv_path)
+        if csv_path.is_dir():
+            raise EvaluateError(f"{csv_path}: is a folder, not a CSV file name")
+        if not csv_path.parent.is_dir():
+            raise EvaluateError(f"{csv_path}: its folder {csv_path.parent} does not exist")
+    if report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        raise EvaluateError(f"{report_dir}: exists and is not a folder")
+
+
+def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
+    check_outputs(csv_path=path)
+    atomic_write_text(path, csv_text(evaluation))
+    return Path(path)
+
+
+# ---- the HTML report ------------------------------------------------------------------------
+
+CASES_PER_GROUP = 3
+RANDOM_GROUP = "Random sample"
+STRIP_TILE_HEIGHT = 128
+
+
+def pick_cases(evaluation: Evaluation, *, per_group: int = CASES_PER_GROUP, seed: int = 0) -> dict[str, list[int]]:
+    """Row numbers of the best, median and worst images by the first model's ab error, and a
+    seeded random sample of the others."""
+    errors = evaluation.methods[evaluation.model_labels[0]]["ab_mae"]
+    order = sorted(range(len(errors)), key=lambda row: (errors[row], evaluation.keys[row]))
+    count = len(order)
+    per_group = min(per_group, count)
+    middle = max(0, (count - per_group) // 2)
+    groups = {
+        "Best": order[:per_group],
+        "Median": order[middle : middle + per_group],
+        "Worst": order[count - per_group :][::-1],
+    }
+    shown = {row for rows in groups.values() for row in rows}
+    rest = [row for row in range(count) if row not in shown] or list(range(count))
+    rng = np.random.default_rng(seed)
+    groups[RANDOM_GROUP] = sorted(rng.choice(rest, size=min(per_group, len(rest)), replace=False).tolist())
+    return groups
+
+
+def write_report(
+    evaluation: Evaluation,
+    directory: str | os.PathLike,
+    *,
+    targets: list[str | os.PathLike],
+    models: list[ModelUnderTest],
+    options: EvaluateOptions = EvaluateOptions(),
+    seed: int = 0,
+) -> Path:
+    """A self-contained page: DIR/index.html with its PNGs beside it, and DIR/per_image.csv.
+
+    Every file is written atomically and index.html last, so the page never refers to an
+    image that is not there yet.
+    """
+    from .device import pick_device
+
+    check_outputs(report_dir=directory)
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    groups = pick_cases(evaluation, seed=seed)
+    rows = sorted({row for group in groups.values() for row in group})
+    strips = _render_strips(evaluation, rows, targets=targets, models=models, options=options, device=pick_device(options.device))
+    strip_files = {}
+    for row, image in strips.items():
+        name = f"images/strip-{evaluation.keys[row]:06d}.png"
+        atomic_write_bytes(directory / name, _png_bytes(image))
+        strip_files[row] = name
+    curves = _copy_loss_curves(models, directory)
+    write_csv(evaluation, directory / "per_image.csv")
+    page = _report_html(evaluation, groups, strip_files, curves)
+    atomic_write_text(directory / "index.html", page)
+    return directory / "index.html"
+
+
+def _render_strips(evaluation, rows, *, targets, models, options, device) -> dict[int, np.ndarray]:
+    """Row -> strip (gray input | each model | truth) as uint8 RGB, recomputed for those images."""
+    target = open_target([Path(t) for t in targets], options)
+    wanted = {evaluation.keys[row]: row for row in rows}
+    strips = {}
+    for batch, predicted in _method_outputs(target, models, evaluation.mean_ab, options, device, only=set(wanted)):
+        for i, key in enumerate(batch.keys):
+            tiles = [lab_to_rgb(predicted[GRAY][i])]
+            tiles += [lab_to_rgb(predicted[m.label][i]) for m in models]
+            tiles.append(batch.true_rgb[i])
+            strips[wanted[key]] = _strip(tiles)
+    return strips
+
+
+def _strip(tiles: list[np.ndarray]) -> np.ndarray:
+    from PIL import Image
+
+    height, width = tiles[0].shape[:2]
+    scale = STRIP_TILE_HEIGHT / height
+    # Small images are enlarged without smoothing, so each pixel stays visible as it is.
+    resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
+    new_size = (max(1, round(width * scale)), STRIP_TILE_HEIGHT)
+    gap = 4
+    canvas = Image.new("RGB", (len(tiles) * (new_size[0] + gap) - gap, STRIP_TILE_HEIGHT), "white")
+    for i, tile in enumerate(tiles):
+        image = Image.fromarray(np.clip(np.rint(tile * 255), 0, 255).astype(np.uint8)).resize(new_size, resample)
+        canvas.paste(image, (i * (new_size[0] + gap), 0))
+    return np.asarray(canvas)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def find_loss_curves(metadata: dict) -> Path | None:
+    """The loss-curve PNG of the model's training run, if its summary names a run directory that has one."""
+    training = metadata.get("training")
+    if not isinstance(training, dict):
+        return None
+    for key in RUN_DIR_KEYS:
+        run_dir = training.get(key)
+        if isinstance(run_dir, str) and run_dir:
+            for name in LOSS_CURVE_FILES:
+                candidate = Path(run_dir) / name
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def _copy_loss_curves(models: list[ModelUnderTest], directory: Path) -> dict[str, str]:
+    copied = {}
+    for number, m in enumerate(models, start=1):
+        source = find_loss_curves(m.metadata)
+        if source is not None:
+            name = f"images/loss-curves-{number}.png"
+            with atomic_output(directory / name) as temporary:
+                shutil.copyfile(source, temporary)
+            copied[m.label] = name
+    return copied
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ccc; }
+table.metrics { border-collapse: collapse; font-size: 14px; }
+table.metrics th, table.metrics td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+table.metrics th:first-child, table.metrics td:first-child { text-align: left; }
+table.metrics th.model { background: #e8f0fe; } table.metrics th.baseline { background: #f3f3f3; }
+.facts { font-size: 14px; } .facts dt { font-weight: bold; float: left; width: 110px; } .facts dd { margin-left: 120px; }
+.strips { display: flex; flex-wrap: wrap; gap: 8px 24px; }
+figure { margin: 4px 0 8px 0; } figcaption { font-size: 13px; color: #444; }
+.columns { font-size: 13px; color: #444; margin-bottom: 6px; }
+pre { background: #f7f7f7; padding: 8px; font-size: 12px; overflow-x: auto; }
+ul.notes { font-size: 14px; }
+"""
+
+
+def _report_html(evaluation: Evaluation, groups, strip_files, curves) -> str:
+    e = html.escape
+    header, rows = summary_table(evaluation)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>portraitcolor evaluation: {e(', '.join(evaluation.model_labels))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Evaluation of {e(' vs '.join(evaluation.model_labels))}</h1>",
+        '<dl class="facts">',
+        f"<dt>Target</dt><dd>{e(evaluation.target)}</dd>",
+        f"<dt>Split</dt><dd>{e(evaluation.split or '-')}</dd>",
+        f"<dt>Images</dt><dd>{evaluation.count}" + (f" ({len(evaluation.failures)} unreadable)" if evaluation.failures else "") + "</dd>",
+        f"<dt>Size</dt><dd>{'full resolution' if evaluation.size is None else f'{evaluation.size}x{evaluation.size}'}</dd>",
+        "</dl>",
+        f"<h2>Metrics</h2><p>{e(TABLE_LEGEND)}. The baselines keep the true L and predict ab = 0 (gray) or the training set's mean ab everywhere (mean ab).</p>",
+        '<table class="metrics"><thead><tr>',
+    ]
+    for i, title in enumerate(header):
+        kind = "" if i == 0 else (' class="model"' if title in evaluation.model_labels else ' class="baseline"')
+        parts.append(f"<th{kind}>{e(title)}</th>")
+    parts.append("</tr></thead><tbody>")
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>")
+    parts.append("</tbody></table>")
+    if evaluation.notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{e(note)}</li>" for note in evaluation.notes) + "</ul>")
+    parts.append(_training_html(evaluation, curves))
+    columns = " | ".join(["gray input", *evaluation.model_labels, "truth"])
+    errors = evaluation.methods[evaluation.model_labels[0]]["ab_mae"]
+    for title, group in groups.items():
+        ranked = "" if title == RANDOM_GROUP else f" by ab error of {evaluation.model_labels[0]}"
+        parts.append(f"<h2>{e(title + ranked)}</h2>")
+        parts.append(f'<div class="columns">{e(columns)}</div><div class="strips">')
+        for row in group:
+            if row in strip_files:
+                caption = f"{evaluation.sources[row]}: ab MAE {errors[row]:.2f}"
+                parts.append(
+                    f'<figure><img src="{e(strip_files[row])}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+                )
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _training_html(evaluation: Evaluation, curves: dict[str, str]) -> str:
+    e = html.escape
+    parts = []
+    for summary in evaluation.models:
+        label = summary["label"]
+        if label not in curves and not summary["training"]:
+            continue
+        parts.append(f"<h2>Training of {e(label)}</h2>")
+        if label in curves:
+            parts.append(f'<img src="{e(curves[label])}" alt="loss curves of {e(label)}" style="max-width: 100%">')
+        if summary["training"]:
+            text = json.dumps({"config": summary["config"], "training": summary["training"]}, indent=2, sort_keys=True)
+            parts.append(f"<pre>{e(text)}</pre>")
+    return "\n".join(parts)
