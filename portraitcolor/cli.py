@@ -62,9 +62,14 @@ def _handled_errors():
     from .dataset import DatasetError
     from .device import DeviceError
     from .lab import ImageReadError
+    from .schedule import ScheduleError
+    from .train import TrainingError
     from .weights import WeightsError
 
-    return (DatasetError, DeviceError, ImageReadError, WeightsError, FileNotFoundError, PermissionError, IsADirectoryError)
+    return (
+        DatasetError, DeviceError, ImageReadError, ScheduleError, TrainingError, WeightsError,
+        FileNotFoundError, PermissionError, IsADirectoryError,
+    )
 
 
 def run_job(job, *args, **kwargs):
@@ -176,6 +181,95 @@ def models_default(name: str = typer.Argument(..., help="Model name ('builtin' f
     from .weights import WeightsStore
 
     run_job(WeightsStore().set_default, name)
+
+
+# ---- train ----------------------------------------------------------------------
+
+
+@app.command("train")
+def train_command(
+    data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs in all (default 20, or the sum of the phases' own counts)."),
+    loss: str = typer.Option("mae,ssim", "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan."),
+    switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
+    width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop when the last phase has not improved for N epochs."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/NAME-or-time in the store)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (its directory or name)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Store the best weights under this model name (default: the run's name)."),
+    set_default: bool = typer.Option(False, "--set-default", help="Make the trained model the default for colorize and evaluate."),
+    in_memory: Optional[bool] = typer.Option(None, "--in-memory/--stream", help="Load the training split into memory (default: when under 1 GiB)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader worker processes (default: 0 on CPU, up to 8 on GPU)."),
+) -> None:
+    """Train the U-Net on a prepared set; the best epoch's weights go into the store.
+
+    Prints the model name on stdout. Under `torchrun --nproc-per-node N -m portraitcolor
+    train ...` it trains with DistributedDataParallel; --batch-size stays the global batch.
+    """
+    from .train import TrainConfig, TrainingInterrupted, train
+
+    if data is None and resume is None:
+        raise fail("give the set to train on (SET.h5), or --resume RUN", code=EXIT_USAGE)
+    config = TrainConfig(
+        data=str(data) if data else "", epochs=epochs, loss=loss, switch_on_plateau=switch_on_plateau, lr=lr,
+        batch_size=batch_size, width=width, seed=seed, device=device, compile=compile_model, patience=patience,
+        run_dir=str(run_dir) if run_dir else None, resume=resume, name=name, set_default=set_default,
+        in_memory=in_memory, workers=workers,
+    )
+    try:
+        result = run_job(train, config, on_event=_train_progress())
+    except TrainingInterrupted as stopped:  # checkpoint saved; the message says how to resume
+        raise fail(str(stopped), code=130) from None
+    if result.model_name:
+        typer.echo(result.model_name)
+
+
+def _train_progress():
+    """Render training events on stderr: a rich bar per epoch on a terminal, else one line per epoch."""
+    from .train import EpochDone, EpochStarted, RunStarted, StepDone, describe_record
+
+    console = _stderr()
+    live = {"progress": None, "task": None}
+
+    def close_bar() -> None:
+        if live["progress"] is not None:
+            live["progress"].stop()
+            live["progress"] = None
+
+    def on_event(event) -> None:
+        if isinstance(event, RunStarted):
+            where = f"resuming at epoch {event.resumed_epoch + 1}, " if event.resumed_epoch is not None else ""
+            console.print(
+                f"training in {event.run_dir}: {where}{event.epochs} epochs of {event.steps} steps on {event.device}"
+                f" ({event.precision}, {event.world_size} process{'es' if event.world_size > 1 else ''})",
+                markup=False, soft_wrap=True,
+            )
+        elif isinstance(event, EpochStarted) and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            close_bar()
+            progress = Progress(
+                TextColumn(f"epoch {event.epoch + 1}/{event.epochs} [{event.phase}]"),
+                BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                console=console, transient=True,
+            )
+            live["task"] = progress.add_task("train", total=event.steps, completed=event.first_step, status="")
+            live["progress"] = progress
+            progress.start()
+        elif isinstance(event, StepDone) and live["progress"] is not None:
+            live["progress"].update(
+                live["task"], completed=event.step, status=f"loss {event.loss:.4f}  {event.images_per_s:.1f} img/s"
+            )
+        elif isinstance(event, EpochDone):
+            close_bar()
+            console.print(describe_record(event.record), markup=False, soft_wrap=True)
+
+    return on_event
 
 
 def main() -> None:
