@@ -607,11 +607,25 @@ def _sync_batch_norm(module, device):
 def _cross_process_batch_norm_class():
     import torch
     import torch.distributed as dist
-    from torch.distributed.nn.functional import all_reduce
 
     global CrossProcessBatchNorm2d
     if "CrossProcessBatchNorm2d" in globals():
         return CrossProcessBatchNorm2d
+
+    class SumOverRanks(torch.autograd.Function):
+        """all_reduce(SUM) with its gradient: the sum's gradient reaches every rank's input."""
+
+        @staticmethod
+        def forward(ctx, tensor):
+            tensor = tensor.clone()
+            dist.all_reduce(tensor)
+            return tensor
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.clone()
+            dist.all_reduce(grad)
+            return grad
 
     class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
         """BatchNorm2d whose training statistics are those of the whole global batch.
@@ -625,7 +639,7 @@ def _cross_process_batch_norm_class():
             x32 = x.float()
             channels = x.shape[1]
             sums = torch.cat([x32.sum(dim=(0, 2, 3)), (x32 * x32).sum(dim=(0, 2, 3))])
-            sums = all_reduce(sums)
+            sums = SumOverRanks.apply(sums)
             count = x32.numel() // channels * dist.get_world_size()
             mean = sums[:channels] / count
             var = (sums[channels:] / count - mean * mean).clamp_min(0)
