@@ -30,7 +30,6 @@ models_app = typer.Typer(
     help="List, inspect, import, export and remove models in the weights store.",
     no_args_is_help=True,
 )
-app.add_typer(models_app, name="models")
 
 # Exit codes: 1 when some input or the job failed, 2 for usage errors (as click does).
 EXIT_FAILED = 1
@@ -62,10 +61,14 @@ def _handled_errors():
     from .faces import FaceDetectorError
     from .lab import ImageReadError
     from .prepare import PrepareError
+    from .schedule import ScheduleError
+    from .train import TrainingError
     from .weights import WeightsError
 
-    return (DatasetError, DeviceError, EvaluateError, FaceDetectorError, ImageReadError, PrepareError, WeightsError,
-            FileNotFoundError, PermissionError, IsADirectoryError)
+    return (
+        DatasetError, DeviceError, EvaluateError, FaceDetectorError, ImageReadError, PrepareError, ScheduleError,
+        TrainingError, WeightsError, FileNotFoundError, PermissionError, IsADirectoryError,
+    )
 
 
 def run_job(job, *args, **kwargs):
@@ -177,6 +180,306 @@ def models_default(name: str = typer.Argument(..., help="Model name ('builtin' f
     from .weights import WeightsStore
 
     run_job(WeightsStore().set_default, name)
+
+
+# ---- prepare ---------------------------------------------------------------------
+
+
+class CropMode(str, Enum):
+    center = "center"
+    face = "face"
+    none = "none"
+
+
+@app.command("prepare")
+def prepare_command(
+    sources: Optional[List[Path]] = typer.Argument(None, metavar="SOURCE...", help="Image folders (searched recursively) and image files."),
+    output: Path = typer.Option(..., "-o", "--output", help="The HDF5 set to write."),
+    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE", help="Read more image paths from FILE (- for stdin), one per line."),
+    null: bool = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0)."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, help="Side of the stored square images [default: 128, or the set's with --append]."),
+    crop: CropMode = typer.Option(CropMode.center, "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped)."),
+    face_margin: float = typer.Option(0.6, "--face-margin", min=0.0, help="Room around the face box, as a fraction of its side, on each side."),
+    val: Optional[float] = typer.Option(None, "--val", min=0.0, max=1.0, help="Fraction of images for validation, by a stable hash of the path [default: 0.05]."),
+    test: Optional[float] = typer.Option(None, "--test", min=0.0, max=1.0, help="Fraction of images for test [default: 0.05]."),
+    min_size: int = typer.Option(64, "--min-size", min=0, help="Drop images whose shorter side has fewer pixels (0: off)."),
+    max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=0, help="Drop images that claim more pixels (decompression-bomb guard; 0: off)."),
+    min_contrast: float = typer.Option(2.0, "--min-contrast", min=0.0, help="Drop blank images: spread (std) of L under this (0: off)."),
+    min_detail: float = typer.Option(3.0, "--min-detail", min=0.0, help="Drop placeholders and flat graphics: entropy of the L histogram under this many bits (0: off)."),
+    min_colorfulness: float = typer.Option(2.0, "--min-colorfulness", min=0.0, help="Drop grayscale, sepia and tinted monochrome: chroma not explained by lightness under this, CIELAB units (0: off)."),
+    require_face: bool = typer.Option(False, "--require-face", help="Drop images where OpenCV finds no frontal face."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Drop exact and near duplicates (perceptual hash)."),
+    dedupe_distance: int = typer.Option(4, "--dedupe-distance", min=0, max=63, help="Hashes this many bits apart or closer count as duplicates."),
+    imdb_meta: bool = typer.Option(False, "--imdb-meta", help="IMDB-WIKI: use the folder's imdb.mat / wiki.mat to drop images without exactly one clear face (needs scipy)."),
+    min_face_score: float = typer.Option(1.0, "--min-face-score", help="With --imdb-meta: the lowest face_score kept."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after keeping this many images."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes [default: all cores]."),
+    append: bool = typer.Option(False, "--append", help="Add new images to an existing set, skipping those already in it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the filter report (with every dropped file and why) as JSON."),
+) -> None:
+    """Turn photos into a filtered, cropped CIELAB training set (HDF5).
+
+    Unreadable, tiny, huge, blank, placeholder and grayscale images are dropped and
+    counted per reason; the table goes to stderr, the set's path to stdout.
+    """
+    from .prepare import PrepareOptions, collect_sources, prepare
+
+    if append and overwrite:
+        raise fail("--append and --overwrite exclude each other", code=EXIT_USAGE)
+    if output.exists() and not (append or overwrite):
+        raise fail(f"{output} exists: use --append to add to it or --overwrite to replace it", code=EXIT_USAGE)
+    if (val or 0.0) + (test or 0.0) >= 1.0:
+        raise fail("--val and --test must add up to less than 1", code=EXIT_USAGE)
+    listed = _read_files_from(files_from, null=null) if files_from else []
+    if not sources and not listed:
+        raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
+    options = PrepareOptions(
+        size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
+        min_contrast=min_contrast, min_detail=min_detail, min_colorfulness=min_colorfulness,
+        require_face=require_face, dedupe=dedupe, dedupe_distance=dedupe_distance, imdb_meta=imdb_meta,
+        min_face_score=min_face_score, val=val, test=test, limit=limit,
+    )
+    console = _stderr()
+    found = run_job(collect_sources, sources or [], files_from=listed)
+    with _prepare_progress(console) as on_progress:
+        result = run_job(prepare, found, output, options=options, workers=workers, append=append, overwrite=overwrite, progress=on_progress)
+    if report is not None:
+        import json
+
+        from .atomic import atomic_write_text
+
+        run_job(atomic_write_text, report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
+    console.print(_prepare_table(result.report))
+    typer.echo(str(result.path))
+
+
+def _prepare_progress(console):
+    """A context giving the progress callback: a rich bar on a terminal, nothing otherwise."""
+    if not console.is_terminal:
+        return contextlib.nullcontext(None)
+    return _prepare_bar(console)
+
+
+@contextlib.contextmanager
+def _prepare_bar(console):
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"),
+               TextColumn("kept {task.fields[kept]}, dropped {task.fields[dropped]}"), TimeRemainingColumn())
+    started = time.monotonic()
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("prepare", total=None, kept=0, dropped=0, rate="-")
+
+        def update(state):
+            elapsed = time.monotonic() - started
+            rate = f"{state.seen / elapsed:.1f}" if elapsed > 0 else "-"
+            progress.update(task, total=state.total, completed=state.seen, kept=state.kept, dropped=state.dropped, rate=rate)
+
+        yield update
+
+
+def _prepare_table(report: dict):
+    """Kept and dropped images per reason (the paper's figure 2, as a table)."""
+    from rich.table import Table
+
+    seen = max(report["seen"], 1)
+    table = Table(title=f"prepare: {report['seen']} images looked at", title_justify="left")
+    table.add_column("")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    table.add_row("kept", str(report["kept"]), f"{100 * report['kept'] / seen:.1f}%")
+    for reason, count in report["dropped"].items():
+        table.add_row(f"dropped: {report['reasons'][reason]}", str(count), f"{100 * count / seen:.1f}%")
+    for label, count in {**report["skipped"], **report["notes"]}.items():
+        table.add_row(f"({label})", str(count), "")
+    splits = ", ".join(f"{name} {count}" for name, count in report["splits"].items())
+    table.caption = f"kept by split: {splits}; {report['set_count']} images in {report['output']}"
+    return table
+
+
+# ---- train ----------------------------------------------------------------------
+
+
+@app.command("train")
+def train_command(
+    data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs in all (default 20, or the sum of the phases' own counts)."),
+    loss: str = typer.Option("mae,ssim", "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan."),
+    switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
+    width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop when the last phase has not improved for N epochs."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/NAME-or-time in the store)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (its directory or name)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Store the best weights under this model name (default: the run's name)."),
+    set_default: bool = typer.Option(False, "--set-default", help="Make the trained model the default for colorize and evaluate."),
+    in_memory: Optional[bool] = typer.Option(None, "--in-memory/--stream", help="Load the training split into memory (default: when under 1 GiB)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader worker processes (default: 0 on CPU, up to 8 on GPU)."),
+) -> None:
+    """Train the U-Net on a prepared set; the best epoch's weights go into the store.
+
+    Prints the model name on stdout. Under `torchrun --nproc-per-node N -m portraitcolor
+    train ...` it trains with DistributedDataParallel; --batch-size stays the global batch.
+    """
+    from .train import TrainConfig, TrainingInterrupted, train
+
+    if data is None and resume is None:
+        raise fail("give the set to train on (SET.h5), or --resume RUN", code=EXIT_USAGE)
+    config = TrainConfig(
+        data=str(data) if data else "", epochs=epochs, loss=loss, switch_on_plateau=switch_on_plateau, lr=lr,
+        batch_size=batch_size, width=width, seed=seed, device=device, compile=compile_model, patience=patience,
+        run_dir=str(run_dir) if run_dir else None, resume=resume, name=name, set_default=set_default,
+        in_memory=in_memory, workers=workers,
+    )
+    try:
+        result = run_job(train, config, on_event=_train_progress())
+    except TrainingInterrupted as stopped:  # checkpoint saved; the message says how to resume
+        raise fail(str(stopped), code=130) from None
+    if result.model_name:
+        typer.echo(result.model_name)
+
+
+def _train_progress():
+    """Render training events on stderr: a rich bar per epoch on a terminal, else one line per epoch."""
+    from .train import EpochDone, EpochStarted, RunStarted, StepDone, describe_record
+
+    console = _stderr()
+    live = {"progress": None, "task": None}
+
+    def close_bar() -> None:
+        if live["progress"] is not None:
+            live["progress"].stop()
+            live["progress"] = None
+
+    def on_event(event) -> None:
+        if isinstance(event, RunStarted):
+            where = f"resuming at epoch {event.resumed_epoch + 1}, " if event.resumed_epoch is not None else ""
+            console.print(
+                f"training in {event.run_dir}: {where}{event.epochs} epochs of {event.steps} steps on {event.device}"
+                f" ({event.precision}, {event.world_size} process{'es' if event.world_size > 1 else ''})",
+                markup=False, soft_wrap=True,
+            )
+        elif isinstance(event, EpochStarted) and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            close_bar()
+            progress = Progress(
+                TextColumn(f"epoch {event.epoch + 1}/{event.epochs} [{event.phase}]"),
+                BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                console=console, transient=True,
+            )
+            live["task"] = progress.add_task("train", total=event.steps, completed=event.first_step, status="")
+            live["progress"] = progress
+            progress.start()
+        elif isinstance(event, StepDone) and live["progress"] is not None:
+            live["progress"].update(
+                live["task"], completed=event.step, status=f"loss {event.loss:.4f}  {event.images_per_s:.1f} img/s"
+            )
+        elif isinstance(event, EpochDone):
+            close_bar()
+            console.print(describe_record(event.record), markup=False, soft_wrap=True)
+
+    return on_event
+
+
+# ---- evaluate ----------------------------------------------------------------------
+
+
+class EvaluateSplit(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+    all = "all"
+
+
+@app.command()
+def evaluate(
+    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="An HDF5 set written by prepare, or colour photos / folders of them."),
+    model: List[str] = typer.Option([], "--model", "-m", metavar="NAME|PATH", help="Model name or .safetensors path (default: the default model). Give twice to compare two models."),
+    split: EvaluateSplit = typer.Option(EvaluateSplit.test, "--split", help="Split of an HDF5 set to evaluate on."),
+    full_res: bool = typer.Option(False, "--full-res", help="Photos at full resolution through colorize's path (default: centre crop at the model's size)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Images per inference batch."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the aggregate metrics as one JSON document on stdout."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
+) -> None:
+    """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
+    import json
+
+    from . import evaluate as core
+
+    options = core.EvaluateOptions(
+        split=None if split is EvaluateSplit.all else split.value,
+        full_res=full_res,
+        batch_size=batch_size,
+        device=device,
+        limit=limit,
+    )
+    console = _stderr()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
+    run_job(core.check_outputs, csv_path=csv_path, report_dir=report)
+    models = run_job(core.load_models, model)
+
+    def on_failure(source: str, reason: str) -> None:
+        console.print(f"portraitcolor: error: {source}: {reason}", markup=False, soft_wrap=True)
+
+    with _evaluate_progress(console) as on_progress:
+        evaluation = run_job(core.evaluate, targets, models=models, options=options, on_progress=on_progress, on_failure=on_failure)
+    console.print(_evaluation_table(evaluation, core))
+    for note in evaluation.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    rate = evaluation.count / evaluation.seconds if evaluation.seconds > 0 else float("inf")
+    console.print(f"{evaluation.count} images in {evaluation.seconds:.1f} s ({rate:.1f} images/s) on {evaluation.device}", markup=False)
+    if csv_path is not None:
+        run_job(core.write_csv, evaluation, csv_path)
+    if report is not None:
+        page = run_job(core.write_report, evaluation, report, targets=targets, models=models, options=options)
+        console.print(f"report: {page}", markup=False)
+    if json_output:
+        typer.echo(json.dumps(core.json_document(evaluation), indent=2))
+    if evaluation.failures:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _evaluation_table(evaluation, core):
+    from rich.table import Table
+
+    header, rows = core.summary_table(evaluation)
+    title = f"{evaluation.count} images of {evaluation.target}" + (f" ({evaluation.split})" if evaluation.split else "")
+    table = Table(title=title, caption=core.TABLE_LEGEND)
+    for i, name in enumerate(header):
+        style = "bold" if name in evaluation.model_labels else None
+        table.add_column(name, justify="left" if i == 0 else "right", style=style, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _evaluate_progress(console):
+    """A rich progress bar on a terminal; elsewhere a callback that prints nothing."""
+    import contextlib
+
+    if not console.is_terminal:
+        return contextlib.nullcontext(None)
+    from rich.progress import Progress
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("evaluating", total=None)
+            yield lambda done, total: progress.update(task, completed=done, total=total)
+
+    return bar()
 
 
 # ---- colorize --------------------------------------------------------------------
@@ -301,215 +604,10 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
-# ---- prepare ---------------------------------------------------------------------
 
 
-class CropMode(str, Enum):
-    center = "center"
-    face = "face"
-    none = "none"
-
-
-@app.command("prepare")
-def prepare_command(
-    sources: Optional[List[Path]] = typer.Argument(None, metavar="SOURCE...", help="Image folders (searched recursively) and image files."),
-    output: Path = typer.Option(..., "-o", "--output", help="The HDF5 set to write."),
-    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE", help="Read more image paths from FILE (- for stdin), one per line."),
-    null: bool = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0)."),
-    size: Optional[int] = typer.Option(None, "--size", min=16, help="Side of the stored square images [default: 128, or the set's with --append]."),
-    crop: CropMode = typer.Option(CropMode.center, "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped)."),
-    face_margin: float = typer.Option(0.6, "--face-margin", min=0.0, help="Room around the face box, as a fraction of its side, on each side."),
-    val: Optional[float] = typer.Option(None, "--val", min=0.0, max=1.0, help="Fraction of images for validation, by a stable hash of the path [default: 0.05]."),
-    test: Optional[float] = typer.Option(None, "--test", min=0.0, max=1.0, help="Fraction of images for test [default: 0.05]."),
-    min_size: int = typer.Option(64, "--min-size", min=0, help="Drop images whose shorter side has fewer pixels (0: off)."),
-    max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=0, help="Drop images that claim more pixels (decompression-bomb guard; 0: off)."),
-    min_contrast: float = typer.Option(2.0, "--min-contrast", min=0.0, help="Drop blank images: spread (std) of L under this (0: off)."),
-    min_detail: float = typer.Option(3.0, "--min-detail", min=0.0, help="Drop placeholders and flat graphics: entropy of the L histogram under this many bits (0: off)."),
-    min_colorfulness: float = typer.Option(2.0, "--min-colorfulness", min=0.0, help="Drop grayscale, sepia and tinted monochrome: chroma not explained by lightness under this, CIELAB units (0: off)."),
-    require_face: bool = typer.Option(False, "--require-face", help="Drop images where OpenCV finds no frontal face."),
-    dedupe: bool = typer.Option(False, "--dedupe", help="Drop exact and near duplicates (perceptual hash)."),
-    dedupe_distance: int = typer.Option(4, "--dedupe-distance", min=0, max=63, help="Hashes this many bits apart or closer count as duplicates."),
-    imdb_meta: bool = typer.Option(False, "--imdb-meta", help="IMDB-WIKI: use the folder's imdb.mat / wiki.mat to drop images without exactly one clear face (needs scipy)."),
-    min_face_score: float = typer.Option(1.0, "--min-face-score", help="With --imdb-meta: the lowest face_score kept."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after keeping this many images."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes [default: all cores]."),
-    append: bool = typer.Option(False, "--append", help="Add new images to an existing set, skipping those already in it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the filter report (with every dropped file and why) as JSON."),
-) -> None:
-    """Turn photos into a filtered, cropped CIELAB training set (HDF5).
-
-    Unreadable, tiny, huge, blank, placeholder and grayscale images are dropped and
-    counted per reason; the table goes to stderr, the set's path to stdout.
-    """
-    from .prepare import PrepareOptions, collect_sources, prepare
-
-    if append and overwrite:
-        raise fail("--append and --overwrite exclude each other", code=EXIT_USAGE)
-    if output.exists() and not (append or overwrite):
-        raise fail(f"{output} exists: use --append to add to it or --overwrite to replace it", code=EXIT_USAGE)
-    if (val or 0.0) + (test or 0.0) >= 1.0:
-        raise fail("--val and --test must add up to less than 1", code=EXIT_USAGE)
-    listed = _read_files_from(files_from, null=null) if files_from else []
-    if not sources and not listed:
-        raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
-    options = PrepareOptions(
-        size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
-        min_contrast=min_contrast, min_detail=min_detail, min_colorfulness=min_colorfulness,
-        require_face=require_face, dedupe=dedupe, dedupe_distance=dedupe_distance, imdb_meta=imdb_meta,
-        min_face_score=min_face_score, val=val, test=test, limit=limit,
-    )
-    console = _stderr()
-    found = run_job(collect_sources, sources or [], files_from=listed)
-    with _prepare_progress(console) as on_progress:
-        result = run_job(prepare, found, output, options=options, workers=workers, append=append, overwrite=overwrite, progress=on_progress)
-    if report is not None:
-        import json
-
-        from .atomic import atomic_write_text
-
-        run_job(atomic_write_text, report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
-    console.print(_prepare_table(result.report))
-    typer.echo(str(result.path))
-
-
-def _prepare_progress(console):
-    """A context giving the progress callback: a rich bar on a terminal, nothing otherwise."""
-    if not console.is_terminal:
-        return contextlib.nullcontext(None)
-    return _prepare_bar(console)
-
-
-@contextlib.contextmanager
-def _prepare_bar(console):
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"),
-               TextColumn("kept {task.fields[kept]}, dropped {task.fields[dropped]}"), TimeRemainingColumn())
-    started = time.monotonic()
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("prepare", total=None, kept=0, dropped=0, rate="-")
-
-        def update(state):
-            elapsed = time.monotonic() - started
-            rate = f"{state.seen / elapsed:.1f}" if elapsed > 0 else "-"
-            progress.update(task, total=state.total, completed=state.seen, kept=state.kept, dropped=state.dropped, rate=rate)
-
-        yield update
-
-
-def _prepare_table(report: dict):
-    """Kept and dropped images per reason (the paper's figure 2, as a table)."""
-    from rich.table import Table
-
-    seen = max(report["seen"], 1)
-    table = Table(title=f"prepare: {report['seen']} images looked at", title_justify="left")
-    table.add_column("")
-    table.add_column("images", justify="right")
-    table.add_column("share", justify="right")
-    table.add_row("kept", str(report["kept"]), f"{100 * report['kept'] / seen:.1f}%")
-    for reason, count in report["dropped"].items():
-        table.add_row(f"dropped: {report['reasons'][reason]}", str(count), f"{100 * count / seen:.1f}%")
-    for label, count in {**report["skipped"], **report["notes"]}.items():
-        table.add_row(f"({label})", str(count), "")
-    splits = ", ".join(f"{name} {count}" for name, count in report["splits"].items())
-    table.caption = f"kept by split: {splits}; {report['set_count']} images in {report['output']}"
-    return table
-
-
-# ---- evaluate ----------------------------------------------------------------------
-
-
-class EvaluateSplit(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-    all = "all"
-
-
-@app.command()
-def evaluate(
-    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="An HDF5 set written by prepare, or colour photos / folders of them."),
-    model: List[str] = typer.Option([], "--model", "-m", metavar="NAME|PATH", help="Model name or .safetensors path (default: the default model). Give twice to compare two models."),
-    split: EvaluateSplit = typer.Option(EvaluateSplit.test, "--split", help="Split of an HDF5 set to evaluate on."),
-    full_res: bool = typer.Option(False, "--full-res", help="Photos at full resolution through colorize's path (default: centre crop at the model's size)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Images per inference batch."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
-    json_output: bool = typer.Option(False, "--json", help="Print the aggregate metrics as one JSON document on stdout."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
-    report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
-) -> None:
-    """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
-    import json
-
-    from . import evaluate as core
-
-    options = core.EvaluateOptions(
-        split=None if split is EvaluateSplit.all else split.value,
-        full_res=full_res,
-        batch_size=batch_size,
-        device=device,
-        limit=limit,
-    )
-    console = _stderr()
-    if not console.is_terminal:
-        console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
-    run_job(core.check_outputs, csv_path=csv_path, report_dir=report)
-    models = run_job(core.load_models, model)
-
-    def on_failure(source: str, reason: str) -> None:
-        console.print(f"portraitcolor: error: {source}: {reason}", markup=False, soft_wrap=True)
-
-    with _evaluate_progress(console) as on_progress:
-        evaluation = run_job(core.evaluate, targets, models=models, options=options, on_progress=on_progress, on_failure=on_failure)
-    console.print(_evaluation_table(evaluation, core))
-    for note in evaluation.notes:
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
-    rate = evaluation.count / evaluation.seconds if evaluation.seconds > 0 else float("inf")
-    console.print(f"{evaluation.count} images in {evaluation.seconds:.1f} s ({rate:.1f} images/s) on {evaluation.device}", markup=False)
-    if csv_path is not None:
-        run_job(core.write_csv, evaluation, csv_path)
-    if report is not None:
-        page = run_job(core.write_report, evaluation, report, targets=targets, models=models, options=options)
-        console.print(f"report: {page}", markup=False)
-    if json_output:
-        typer.echo(json.dumps(core.json_document(evaluation), indent=2))
-    if evaluation.failures:
-        raise typer.Exit(EXIT_FAILED)
-
-
-def _evaluation_table(evaluation, core):
-    from rich.table import Table
-
-    header, rows = core.summary_table(evaluation)
-    title = f"{evaluation.count} images of {evaluation.target}" + (f" ({evaluation.split})" if evaluation.split else "")
-    table = Table(title=title, caption=core.TABLE_LEGEND)
-    for i, name in enumerate(header):
-        style = "bold" if name in evaluation.model_labels else None
-        table.add_column(name, justify="left" if i == 0 else "right", style=style, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-def _evaluate_progress(console):
-    """A rich progress bar on a terminal; elsewhere a callback that prints nothing."""
-    import contextlib
-
-    if not console.is_terminal:
-        return contextlib.nullcontext(None)
-    from rich.progress import Progress
-
-    @contextlib.contextmanager
-    def bar():
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("evaluating", total=None)
-            yield lambda done, total: progress.update(task, completed=done, total=total)
-
-    return bar()
+# Registered last so that `portraitcolor --help` lists the jobs first, in the order they are used.
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

@@ -51,3 +51,21 @@ def prepare_model(model, device):
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     return model
+
+
+def training_precision(device) -> str:
+    """'bf16' on CUDA cards that have it, 'fp16' (with a GradScaler) on older ones, else 'fp32'."""
+    import torch
+
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast_as(device, precision: str):
+    """An autocast context for a precision from training_precision."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

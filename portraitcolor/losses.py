@@ -57,3 +57,33 @@ def mae_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def mse_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction.float(), target.float())
+
+
+# ---- losses of a schedule phase ------------------------------------------------------
+
+# The reconstruction losses a --loss phase can combine; "gan" is handled by the loop,
+# which owns the discriminator.
+RECONSTRUCTION_LOSSES = {"mae": mae_loss, "mse": mse_loss, "ssim": ssim_loss}
+
+
+def reconstruction_loss(terms, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of a phase's non-adversarial terms: terms = ((name, weight), ...)."""
+    total = prediction.new_zeros((), dtype=torch.float32)
+    for name, weight in terms:
+        if name != "gan":
+            total = total + weight * RECONSTRUCTION_LOSSES[name](prediction, target)
+    return total
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """pix2pix's vanilla GAN loss for the generator: make the discriminator say 'real'."""
+    fake_logits = fake_logits.float()
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Real pairs -> 1, generated pairs -> 0; halved as in pix2pix to slow D against G."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return 0.5 * (real + fake)

@@ -115,3 +115,32 @@ class UNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix's 70x70 PatchGAN, conditioned on L: it judges (L, ab) pairs patch by patch.
+
+    (B, 1, H, W) L and (B, 2, H, W) ab -> (B, 1, H/8 - 2, W/8 - 2) logits, each seeing a
+    70x70 patch with layers=3. width is the first layer's channels (pix2pix uses 64).
+    """
+
+    def __init__(self, *, width: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        if width < 1 or layers < 1:
+            raise ValueError(f"width and layers must be positive, got {width}, {layers}")
+        blocks = [nn.Conv2d(3, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        channels = width
+        for i in range(1, layers + 1):
+            out_channels = width * min(2**i, 8)
+            stride = 2 if i < layers else 1  # the last one keeps resolution, as pix2pix's does
+            blocks += [
+                nn.Conv2d(channels, out_channels, 4, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            channels = out_channels
+        blocks.append(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([l, ab], dim=1))

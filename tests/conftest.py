@@ -95,11 +95,12 @@ def tiny_model_file(tmp_path):
     return save_weights(model, tmp_path / "tiny.safetensors", training={"note": "random weights for tests"})
 
 
-def write_set(path: Path, images_rgb_uint8, splits) -> Path:
-    """Write a set in dataset.py's layout from uint8 RGB images (N, S, S, 3) and split names.
+def write_set(path: Path, images_rgb_uint8, splits, *, chunk: int | None = None) -> Path:
+    """Write a tiny HDF5 set in exactly dataset.py's layout from RGB uint8 images.
 
-    Sources are img00000.png, ...; the images go through lab.rgb_to_lab and lab.encode_lab8,
-    as prepare stores them.
+    images_rgb_uint8: (N, S, S, 3) uint8 (or a list of such arrays); splits: N split names
+    ("train"/"val"/"test") or uint8 codes. Sources are "face0000.png", ...
+    chunk: images per HDF5 chunk (default CHUNK_IMAGES, or fewer for a smaller set).
     """
     import json
 
@@ -108,28 +109,37 @@ def write_set(path: Path, images_rgb_uint8, splits) -> Path:
     from portraitcolor import __version__, dataset
     from portraitcolor.lab import encode_lab8, rgb_to_lab
 
-    images_rgb_uint8 = np.asarray(images_rgb_uint8, dtype=np.uint8)
-    count, size = images_rgb_uint8.shape[0], images_rgb_uint8.shape[1]
-    lab8 = encode_lab8(rgb_to_lab(images_rgb_uint8.astype(np.float32) / 255.0))
-    codes = np.array([dataset.SPLIT_NAMES.index(split) for split in splits], dtype=np.uint8)
+    images = np.asarray(images_rgb_uint8, dtype=np.uint8)
+    count, size = images.shape[0], images.shape[1]
+    lab8 = encode_lab8(rgb_to_lab(images.astype(np.float32) / 255.0)) if count else images
+    codes = np.array([dataset.SPLIT_NAMES.index(s) if isinstance(s, str) else int(s) for s in splits], np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as handle:
         handle.create_dataset(
             dataset.IMAGES,
             data=lab8,
-            chunks=(min(dataset.CHUNK_IMAGES, max(count, 1)), size, size, 3),
+            chunks=(max(1, min(chunk or dataset.CHUNK_IMAGES, count)), size, size, 3),
             compression=dataset.COMPRESSION,
         )
         handle.create_dataset(
-            dataset.SOURCES, data=[f"img{i:05d}.png" for i in range(count)], dtype=h5py.string_dtype("utf-8")
+            dataset.SOURCES, data=[f"face{i:04d}.png" for i in range(count)], dtype=h5py.string_dtype("utf-8")
         )
         handle.create_dataset(dataset.SPLITS, data=codes)
-        handle.attrs["format"] = dataset.FORMAT
-        handle.attrs["format_version"] = dataset.FORMAT_VERSION
-        handle.attrs["size"] = size
-        handle.attrs["color_space"] = dataset.COLOR_SPACE
-        handle.attrs["tool_version"] = __version__
-        handle.attrs["options"] = json.dumps({})
-        handle.attrs["filter_report"] = json.dumps({})
+        handle.attrs.update(
+            {
+                "format": dataset.FORMAT,
+                "format_version": dataset.FORMAT_VERSION,
+                "size": size,
+                "color_space": dataset.COLOR_SPACE,
+                "tool_version": __version__,
+                "options": "{}",
+                "filter_report": "{}",
+            }
+        )
     return path
+
+
+def portrait_stack(count: int, size: int = 32, *, seed: int = 0) -> np.ndarray:
+    """count synthetic portraits of size x size, as (N, S, S, 3) uint8."""
+    return np.stack([portrait_array(size, size, seed=seed + i) for i in range(count)])

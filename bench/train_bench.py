@@ -1,0 +1,165 @@
+"""Training throughput on this machine: images/s of the training step and of the loader alone.
+
+    python bench/train_bench.py                # width 64 (the paper's) and 16 (the default model's), size 128
+    python bench/train_bench.py --steps 5 --batch-size 16
+
+measure(...) returns the figures as a dict for a common harness; bench/gpu.py reuses the
+step functions below on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from portraitcolor import dataset  # noqa: E402
+from portraitcolor.device import autocast_as  # noqa: E402
+from portraitcolor.losses import mae_loss  # noqa: E402
+from portraitcolor.model import UNet, UNetConfig  # noqa: E402
+
+
+def synthetic_set(path: Path, *, count: int, size: int, seed: int = 0) -> Path:
+    """A set in dataset.py's layout filled with smooth random LAB images (realistic compression)."""
+    import cv2
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (count, 8, 8, 3), dtype=np.uint8)
+    images = np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC) for image in coarse])
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset(dataset.IMAGES, data=images, chunks=(min(dataset.CHUNK_IMAGES, count), size, size, 3), compression=dataset.COMPRESSION)
+        handle.create_dataset(dataset.SOURCES, data=[f"{i}.png" for i in range(count)], dtype=h5py.string_dtype("utf-8"))
+        handle.create_dataset(dataset.SPLITS, data=np.zeros(count, np.uint8))
+        handle.attrs.update({"format": dataset.FORMAT, "format_version": dataset.FORMAT_VERSION, "size": size,
+                             "color_space": dataset.COLOR_SPACE, "tool_version": "bench", "options": "{}", "filter_report": "{}"})
+    return path
+
+
+def build_step(*, width: int, size: int, batch_size: int, device, precision: str = "fp32", channels_last: bool = False, compile_model: bool = False):
+    """A training step of the U-Net (MAE, Adam) on a fixed random batch -> (step(), flops per step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(width=width, size=size)).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    l = torch.rand(batch_size, 1, size, size, device=device).contiguous(memory_format=memory_format)
+    ab = torch.rand(batch_size, 2, size, size, device=device).contiguous(memory_format=memory_format)
+    network = torch.compile(model) if compile_model else model
+
+    def step():
+        with autocast_as(device, precision):
+            loss = mae_loss(network(l), ab)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    counter = FlopCounterMode(display=False)
+    with counter:  # counted on the eager model: compile changes the kernels, not the arithmetic
+        with autocast_as(device, precision):
+            loss = mae_loss(model(l), ab)
+        loss.backward()
+    optimizer.zero_grad(set_to_none=True)
+    return step, counter.get_total_flops()
+
+
+def synchronize(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step, device, *, steps: int, warmup: int) -> float:
+    """Seconds per step after warm-up."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - started) / steps
+
+
+def measure_training(*, width: int, size: int = 128, batch_size: int = 8, steps: int = 3, warmup: int = 1,
+                     device: str = "cpu", precision: str = "fp32", channels_last: bool = False, compile_model: bool = False) -> dict:
+    device = torch.device(device)
+    step, flops = build_step(width=width, size=size, batch_size=batch_size, device=device, precision=precision,
+                             channels_last=channels_last, compile_model=compile_model)
+    seconds = time_steps(step, device, steps=steps, warmup=warmup)
+    return {"width": width, "size": size, "batch_size": batch_size, "precision": precision, "channels_last": channels_last,
+            "compile": compile_model, "step_s": seconds, "images_per_s": batch_size / seconds,
+            "tflops": flops / seconds / 1e12, "flops_per_step": flops}
+
+
+def measure_inference(*, width: int, size: int = 128, batch_size: int = 64, steps: int = 5, warmup: int = 2,
+                      device: str = "cpu", precision: str = "fp32", channels_last: bool = False) -> dict:
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = UNet(UNetConfig(width=width, size=size)).to(device).eval().to(memory_format=memory_format)
+    l = torch.rand(batch_size, 1, size, size, device=device).contiguous(memory_format=memory_format)
+
+    def step():
+        with torch.inference_mode(), autocast_as(device, precision):
+            return model(l)
+
+    seconds = time_steps(step, device, steps=steps, warmup=warmup)
+    return {"width": width, "size": size, "batch_size": batch_size, "precision": precision, "images_per_s": batch_size / seconds}
+
+
+def measure_loader(path: Path, *, batch_size: int = 64, workers: int = 0, in_memory: bool = False, batches: int = 20) -> dict:
+    """Images/s of the training reader alone (read, shuffle, augment, normalise)."""
+    reader = dataset.LabBatches(path, "train", batch_size=batch_size, in_memory=in_memory)
+    images, started = 0, time.perf_counter()
+    for count, (l, _ab, _rows) in enumerate(dataset.loader(reader, workers=workers)):
+        images += len(l)
+        if count + 1 >= batches:
+            break
+    seconds = time.perf_counter() - started
+    return {"batch_size": batch_size, "workers": workers, "in_memory": in_memory, "images_per_s": images / seconds}
+
+
+def measure(*, widths=(64, 16), size: int = 128, batch_size: int = 8, steps: int = 3, loader_images: int = 1024) -> dict:
+    """This CPU's figures: training images/s per width and the loader's images/s."""
+    results = {"device": "cpu", "threads": torch.get_num_threads(), "training": [], "loader": []}
+    for width in widths:
+        results["training"].append(measure_training(width=width, size=size, batch_size=batch_size, steps=steps))
+    with tempfile.TemporaryDirectory() as folder:
+        path = synthetic_set(Path(folder) / "bench.h5", count=loader_images, size=size)
+        for in_memory in (False, True):
+            results["loader"].append(measure_loader(path, batch_size=64, in_memory=in_memory, batches=loader_images // 64))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--widths", default="64,16")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    results = measure(widths=[int(w) for w in args.widths.split(",")], size=args.size, batch_size=args.batch_size, steps=args.steps)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for row in results["training"]:
+        print(f"train  width {row['width']:3d} size {row['size']} batch {row['batch_size']}: "
+              f"{row['images_per_s']:8.1f} images/s  ({row['tflops'] * 1e3:.1f} GFLOP/s, {results['threads']} threads)")
+    for row in results["loader"]:
+        mode = "in memory" if row["in_memory"] else "streamed "
+        print(f"loader {mode} batch {row['batch_size']} workers {row['workers']}: {row['images_per_s']:8.1f} images/s")
+
+
+if __name__ == "__main__":
+    main()

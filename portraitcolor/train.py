@@ -1,0 +1,665 @@
+"""The training loop: one process, or one per GPU/CPU under torchrun (DistributedDataParallel).
+
+    portraitcolor train faces.h5 --epochs 20 --loss mae,ssim
+    torchrun --nproc-per-node 8 -m portraitcolor train faces.h5 --batch-size 256
+
+--batch-size is the GLOBAL batch: under torchrun each of N processes takes batch/N images
+of every batch, and batch norm statistics are taken over all processes (SyncBatchNorm on
+GPUs, a gloo equivalent on CPUs), so N processes compute what one process computes with
+the same batch, up to floating-point rounding. Only rank 0 writes files.
+
+Validation metrics are measured on the ab channels in network units (0..1): MAE, SSIM
+(11x11 Gaussian window) and PSNR (peak 1.0), beside the gray baseline (a = b = 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "portraitcolor-checkpoint/1"
+BEST_WEIGHTS = "best.safetensors"
+SAMPLE_COUNT = 8
+# Options that do not change the numbers a run computes, so --resume may change them.
+RUNTIME_OPTIONS = ("device", "workers", "compile", "resume", "set_default")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    epochs: int | None = None
+    loss: str = "mae,ssim"
+    switch_on_plateau: int | None = None
+    lr: float = 1e-3
+    batch_size: int = 32
+    width: int = 64
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    patience: int | None = None
+    run_dir: str | None = None
+    resume: str | None = None
+    name: str | None = None
+    set_default: bool = False
+    in_memory: bool | None = None
+    workers: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM: the checkpoint is saved; the message says how to resume."""
+
+
+class TrainingError(ValueError):
+    """A run that cannot start or resume, with a one-line reason."""
+
+
+# ---- progress events (the CLI renders them; this module never prints) ----------------
+
+
+@dataclass
+class RunStarted:
+    run_dir: Path
+    epochs: int
+    steps: int
+    device: str
+    precision: str
+    world_size: int
+    resumed_epoch: int | None
+
+
+@dataclass
+class EpochStarted:
+    epoch: int
+    epochs: int
+    phase: str
+    steps: int
+    first_step: int
+
+
+@dataclass
+class StepDone:
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    images_per_s: float
+
+
+@dataclass
+class EpochDone:
+    record: dict
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_name: str | None
+    best_epoch: int | None
+    records: list = field(default_factory=list)
+
+
+# ---- the loop -------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = None) -> TrainResult:
+    import torch
+
+    from . import dataset, device as devices, losses, schedule
+    from .model import PatchDiscriminator, UNet, UNetConfig
+
+    emit = on_event or (lambda event: None)
+    stop = stop or threading.Event()
+    rank, world_size, local_rank = _start_distributed(config.device)
+    master = rank == 0
+    if not master:
+        emit = lambda event: None  # noqa: E731 - one voice on the terminal
+
+    # -- the run: fresh, or resumed from its checkpoint
+    checkpoint = None
+    if config.resume:
+        run_dir = _find_run(config.resume)
+        checkpoint = _load_checkpoint(run_dir)
+        saved = dict(checkpoint["config"])
+        saved.update({key: getattr(config, key) for key in RUNTIME_OPTIONS})
+        config = TrainConfig.from_dict(saved)
+    else:
+        run_dir = _new_run_dir(config) if master else Path(config.run_dir or ".")
+    phases = schedule.parse_schedule(config.loss, config.epochs)
+    total = schedule.total_epochs(phases)
+    info = dataset.inspect_set(config.data)
+    if info.split_counts["val"] == 0:
+        raise dataset.DatasetError(f"{config.data}: the set has no val images to validate on")
+    if config.in_memory is None:  # fixed at the start: it decides the shuffling order
+        config.in_memory = dataset.split_bytes(info, "train") <= dataset.IN_MEMORY_BYTES
+
+    device = devices.pick_device(config.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    precision = devices.training_precision(device)
+    adversarial = any(phase.adversarial for phase in phases)
+
+    # -- the networks and their optimizers (same seed on every rank: same initial weights)
+    torch.manual_seed(config.seed)
+    model = UNet(UNetConfig(width=config.width, size=info.size))
+    discriminator = PatchDiscriminator(width=config.width) if adversarial else None
+    if world_size > 1:
+        model = _sync_batch_norm(model, device)
+        discriminator = _sync_batch_norm(discriminator, device) if discriminator else None
+    model = devices.prepare_model(model, device)
+    discriminator = devices.prepare_model(discriminator, device) if discriminator else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # pix2pix's betas for the adversarial game
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999)) if discriminator else None
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    epoch, first_step, records = 0, 0, []
+    train_loss_sum, train_images = 0.0, 0
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        if discriminator:
+            discriminator.load_state_dict(checkpoint["discriminator"])
+            d_optimizer.load_state_dict(checkpoint["discriminator_optimizer"])
+        epoch, first_step, records = checkpoint["epoch"], checkpoint["step"], list(checkpoint["records"])
+        train_loss_sum, train_images = checkpoint["train_loss_sum"], checkpoint["train_images"]
+        _set_rng_state(checkpoint["rng"])
+        if checkpoint["finished"]:
+            total = epoch  # the run had stopped early: nothing left to train
+
+    raw_model, raw_discriminator = model, discriminator
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ids)
+        discriminator = DistributedDataParallel(discriminator, device_ids=ids) if discriminator else None
+    if config.compile:
+        model = torch.compile(model)
+
+    # -- data: each rank reads its share of every global batch
+    train_batches = dataset.LabBatches(
+        config.data, "train", batch_size=config.batch_size, seed=config.seed,
+        rank=rank, world_size=world_size, in_memory=config.in_memory,
+    )
+    val_batches = dataset.LabBatches(config.data, "val", batch_size=max(1, config.batch_size // world_size))
+    workers = config.workers if config.workers is not None else _default_workers(device, world_size)
+    train_loader = dataset.loader(train_batches, workers=workers, pin_memory=device.type == "cuda")
+    val_loader = dataset.loader(val_batches, workers=min(workers, 2), pin_memory=device.type == "cuda")
+    samples = _sample_images(val_batches)
+    steps = len(train_batches)
+    per_rank_batch = config.batch_size // world_size
+
+    def to_device(tensor):
+        tensor = tensor.to(device, non_blocking=True)
+        return tensor.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else tensor
+
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "config.json", {**asdict(config), "resume": None, "phases": [p.to_dict() for p in phases], "world_size": world_size})
+
+    def save_checkpoint(finished: bool = False) -> None:
+        if master:
+            _save_checkpoint(run_dir, {
+                "format": CHECKPOINT_FORMAT,
+                "config": {**asdict(config), "resume": None},
+                "epoch": epoch, "step": first_step, "finished": finished,
+                "train_loss_sum": train_loss_sum, "train_images": train_images,
+                "records": records,
+                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "discriminator": raw_discriminator.state_dict() if raw_discriminator else {},
+                "discriminator_optimizer": d_optimizer.state_dict() if d_optimizer else {},
+                "rng": _rng_state(),
+            })
+
+    emit(RunStarted(run_dir, total, steps, str(device), precision, world_size, epoch if checkpoint else None))
+    previous_handlers = _catch_stop_signals(stop)
+    try:
+        while epoch < total:
+            history = [schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records]
+            phase_index = schedule.phase_at(epoch, phases, history, config.switch_on_plateau)
+            phase = phases[phase_index]
+            train_batches.set_epoch(epoch, start_batch=first_step)
+            emit(EpochStarted(epoch, total, phase.name, steps, first_step))
+            model.train()
+            started, timed_images = time.perf_counter(), 0
+            step = first_step
+            for l, ab, _rows in train_loader:
+                l, ab = to_device(l), to_device(ab)  # (b, 1, S, S), (b, 2, S, S) with b = batch / ranks
+                if discriminator:
+                    raw_discriminator.requires_grad_(phase.adversarial)
+                with devices.autocast_as(device, precision):
+                    prediction = model(l)  # (b, 2, S, S) ab in 0..1
+                    loss = losses.reconstruction_loss(phase.terms, prediction, ab)
+                    if phase.adversarial:
+                        # Real and generated pairs in one pass: one forward per backward under DDP.
+                        logits = discriminator(torch.cat([l, l]), torch.cat([ab, prediction.detach()]))
+                        real_logits, fake_logits = logits.chunk(2)
+                        d_loss = losses.discriminator_loss(real_logits, fake_logits)
+                if phase.adversarial:
+                    d_optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(d_loss).backward()
+                    scaler.step(d_optimizer)
+                    raw_discriminator.requires_grad_(False)  # the generator's turn: D is a fixed critic
+                    with devices.autocast_as(device, precision):
+                        adversarial_term = losses.generator_adversarial_loss(raw_discriminator(l, prediction))
+                        loss = loss + dict(phase.terms)["gan"] * adversarial_term
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+
+                step += 1
+                value = float(loss.detach())
+                train_loss_sum += value * per_rank_batch
+                train_images += per_rank_batch
+                timed_images += per_rank_batch * world_size
+                rate = timed_images / max(time.perf_counter() - started, 1e-9)
+                emit(StepDone(epoch, step, steps, value, rate))
+                if _stop_everywhere(stop, world_size):
+                    first_step = step
+                    save_checkpoint()
+                    where = f"epoch {epoch + 1}/{total}, step {step}/{steps}"
+                    raise TrainingInterrupted(
+                        f"interrupted at {where}; checkpoint saved. Resume with: portraitcolor train --resume {run_dir}"
+                    )
+            seconds = time.perf_counter() - started
+
+            # -- validation on the whole val split (every rank: same weights, same numbers)
+            metrics = _validate(raw_model, val_loader, device, precision)
+            val_loss = sum(
+                weight * (1.0 - metrics["val_ssim"] if name == "ssim" else metrics[f"val_{name}"])
+                for name, weight in phase.validation_terms
+            )
+            train_loss = _all_ranks_mean(train_loss_sum, train_images, world_size, device)
+            record = {
+                "epoch": epoch + 1, "phase": phase_index, "phase_name": phase.name,
+                "train_loss": train_loss, "val_loss": val_loss, **metrics,
+                "images_per_s": timed_images / max(seconds, 1e-9), "seconds": seconds,
+            }
+            records.append(record)
+            history.append(schedule.EpochRecord(val_loss, phase_index))
+            epoch, first_step, train_loss_sum, train_images = epoch + 1, 0, 0.0, 0
+            stopping = schedule.should_stop(history, phases, config.patience, config.switch_on_plateau)
+            if master:
+                if schedule.best_epoch(history) == epoch - 1:
+                    from .weights import save_weights
+
+                    save_weights(raw_model, run_dir / BEST_WEIGHTS, training={"epoch": epoch, "phase": phase.name})
+                _write_jsonl(run_dir / "metrics.jsonl", records)
+                _plot_loss_curves(run_dir / "loss_curve.png", records, phases)
+                _write_sample_grid(run_dir / "samples" / f"epoch-{epoch:03d}.png", raw_model, samples, device, precision)
+            save_checkpoint(finished=stopping or epoch == total)
+            emit(EpochDone(record))
+            if stopping:
+                break
+    finally:
+        _restore_signals(previous_handlers)
+        _stop_distributed(world_size)
+
+    # -- the best epoch's weights go into the store
+    best = schedule.best_epoch([schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records])
+    name = None
+    if master and best is not None:
+        from .weights import WeightsStore, load_weights_file
+
+        name = config.name or run_dir.name
+        summary = {
+            "data": str(Path(config.data).resolve()), "schedule": [p.to_dict() for p in phases], "loss": config.loss,
+            "epochs": len(records), "best_epoch": best + 1, "validation": records[best],
+            "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed, "world_size": world_size,
+            "run_dir": str(run_dir),
+        }
+        WeightsStore().save_model(load_weights_file(run_dir / BEST_WEIGHTS), name, training=summary, set_default=config.set_default)
+    return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)
+
+
+# ---- validation and pictures -----------------------------------------------------------
+
+
+def _validate(model, val_loader, device, precision) -> dict:
+    """MAE, MSE, SSIM and PSNR of ab (0..1), mean over images, and the same for gray."""
+    import torch
+
+    from . import device as devices
+    from .lab import ab_to_net
+    from .losses import ssim
+
+    gray_value = float(ab_to_net(0.0))  # a = b = 0: the gray the network would have to beat
+    sums = {key: 0.0 for key in ("mae", "mse", "ssim", "psnr", "gray_mae", "gray_mse", "gray_ssim", "gray_psnr")}
+    count = 0
+    model.eval()
+    with torch.no_grad():
+        for l, ab, _rows in val_loader:
+            l, ab = l.to(device), ab.to(device)
+            with devices.autocast_as(device, precision):
+                prediction = model(l)
+            prediction = prediction.float()
+            gray = torch.full_like(ab, gray_value)
+            for prefix, guess in (("", prediction), ("gray_", gray)):
+                mse = ((guess - ab) ** 2).mean(dim=(1, 2, 3))  # (B,)
+                sums[prefix + "mae"] += float((guess - ab).abs().mean(dim=(1, 2, 3)).sum())
+                sums[prefix + "mse"] += float(mse.sum())
+                sums[prefix + "ssim"] += float(ssim(guess, ab).sum())
+                sums[prefix + "psnr"] += float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).sum())
+            count += len(ab)
+    model.train()
+    return {f"val_{key}": value / count for key, value in sums.items()}
+
+
+def _sample_images(val_batches):
+    """The first SAMPLE_COUNT val images: the same faces in every epoch's grid."""
+    import torch
+
+    ls, abs_ = [], []
+    for l, ab, _rows in val_batches:
+        ls.append(l)
+        abs_.append(ab)
+        if sum(len(x) for x in ls) >= SAMPLE_COUNT:
+            break
+    return torch.cat(ls)[:SAMPLE_COUNT], torch.cat(abs_)[:SAMPLE_COUNT]
+
+
+def _write_sample_grid(path: Path, model, samples, device, precision) -> None:
+    """One row per face: gray | prediction | truth."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from . import device as devices
+    from .atomic import atomic_output
+    from .lab import ab_from_net, lab_to_rgb
+
+    l, ab = samples
+    model.eval()
+    with torch.no_grad(), devices.autocast_as(device, precision):
+        prediction = model(l.to(device)).float().cpu()
+    model.train()
+
+    def rgb(ab_net):  # (B, 2, S, S) 0..1 -> (B, S, S, 3) uint8
+        lab = torch.cat([l * 100.0, torch.from_numpy(ab_from_net(ab_net.numpy()))], dim=1)
+        return (lab_to_rgb(lab.permute(0, 2, 3, 1).numpy()) * 255 + 0.5).astype(np.uint8)
+
+    from .lab import ab_to_net
+
+    gray = torch.full_like(ab, float(ab_to_net(0.0)))
+    rows = [np.concatenate(columns, axis=1) for columns in zip(rgb(gray), rgb(prediction), rgb(ab))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(temporary, format="PNG")
+
+
+def _plot_loss_curves(path: Path, records: list, phases) -> None:
+    """Train and val loss per epoch, one panel per phase (like the paper's figures 3 and 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_output
+
+    ran = sorted({r["phase"] for r in records})
+    figure, axes = plt.subplots(1, len(ran), figsize=(5 * len(ran), 3.6), squeeze=False)
+    for axis, phase in zip(axes[0], ran):
+        mine = [r for r in records if r["phase"] == phase]
+        epochs = [r["epoch"] for r in mine]
+        axis.plot(epochs, [r["train_loss"] for r in mine], "o-", label="train")
+        axis.plot(epochs, [r["val_loss"] for r in mine], "s-", label="validation")
+        axis.set_title(f"loss: {phases[phase].name}")
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+
+
+# ---- files of the run ---------------------------------------------------------------------
+
+
+def _new_run_dir(config: TrainConfig) -> Path:
+    if config.run_dir:
+        run_dir = Path(config.run_dir)
+        if (run_dir / CHECKPOINT).exists():
+            raise TrainingError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --run-dir")
+        return run_dir
+    from .weights import store_root
+
+    base = store_root() / "runs" / (config.name or time.strftime("%Y%m%d-%H%M%S"))
+    run_dir, suffix = base, 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = base.with_name(f"{base.name}-{suffix}")
+    return run_dir
+
+
+def _find_run(spec: str) -> Path:
+    """--resume takes a run directory, or the name of a run under the store's runs/."""
+    from .weights import store_root
+
+    for candidate in (Path(spec), store_root() / "runs" / spec):
+        if (candidate / CHECKPOINT).is_file():
+            return candidate
+    raise TrainingError(f"no run to resume at {spec} (no {CHECKPOINT} there or in {store_root() / 'runs'})")
+
+
+def _load_checkpoint(run_dir: Path) -> dict:
+    import torch
+
+    path = run_dir / CHECKPOINT
+    try:
+        # weights_only: tensors and plain types only, never arbitrary unpickling
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
+        raise TrainingError(f"{path}: unreadable checkpoint ({str(error).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path}: not a portraitcolor checkpoint")
+    return checkpoint
+
+
+def _save_checkpoint(run_dir: Path, state: dict) -> None:
+    import torch
+
+    from .atomic import atomic_output
+
+    with atomic_output(run_dir / CHECKPOINT) as temporary:
+        torch.save(state, temporary)
+
+
+def _write_json(path: Path, document: dict) -> None:
+    from .atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(document, indent=2, default=str) + "\n")
+
+
+def _write_jsonl(path: Path, records: list) -> None:
+    # Rewritten whole from the checkpoint's records: a resumed run never repeats a line.
+    from .atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+
+
+def _rng_state() -> dict:
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _default_workers(device, world_size: int) -> int:
+    # On a CPU the reader would compete with the training step for the same cores.
+    if device.type == "cpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // world_size - 1))
+
+
+# ---- signals ---------------------------------------------------------------------------
+
+
+def _catch_stop_signals(stop: threading.Event):
+    """Ctrl-C / SIGTERM set `stop`: the current step finishes, then the run saves and exits.
+    A second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = {}
+
+    def request_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, request_stop)
+    return previous
+
+
+def _restore_signals(previous) -> None:
+    for signum, handler in (previous or {}).items():
+        signal.signal(signum, handler)
+
+
+# ---- distributed ------------------------------------------------------------------------
+
+
+def _start_distributed(device_spec: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when started by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and not str(device_spec).startswith(("cpu", "mps"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _stop_distributed(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _stop_everywhere(stop: threading.Event, world_size: int) -> bool:
+    """All ranks stop after the same step, or the others would wait forever in a collective."""
+    if world_size == 1:
+        return stop.is_set()
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if stop.is_set() else 0.0])
+    if dist.get_backend() == "nccl":
+        flag = flag.cuda()
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _all_ranks_mean(total: float, count: int, world_size: int, device) -> float:
+    if world_size == 1:
+        return total / max(count, 1)
+    import torch
+    import torch.distributed as dist
+
+    sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(sums)
+    return float(sums[0] / sums[1].clamp_min(1))
+
+
+def _sync_batch_norm(module, device):
+    """Batch statistics over all ranks: torch's SyncBatchNorm on GPUs; on CPUs (gloo), where
+    torch's version is unavailable, CrossProcessBatchNorm2d."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for child in module.modules():
+        if type(child) is torch.nn.BatchNorm2d:
+            child.__class__ = _cross_process_batch_norm_class()
+    return module
+
+
+def _cross_process_batch_norm_class():
+    import torch
+    import torch.distributed as dist
+
+    global CrossProcessBatchNorm2d
+    if "CrossProcessBatchNorm2d" in globals():
+        return CrossProcessBatchNorm2d
+
+    class SumOverRanks(torch.autograd.Function):
+        """all_reduce(SUM) with its gradient: the sum's gradient reaches every rank's input."""
+
+        @staticmethod
+        def forward(ctx, tensor):
+            tensor = tensor.clone()
+            dist.all_reduce(tensor)
+            return tensor
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.clone()
+            dist.all_reduce(grad)
+            return grad
+
+    class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
+        """BatchNorm2d whose training statistics are those of the whole global batch.
+
+        The sums travel through a differentiable all_reduce, so the gradient is that of
+        one process normalising the global batch."""
+
+        def forward(self, x):
+            if not self.training:
+                return super().forward(x)
+            x32 = x.float()
+            channels = x.shape[1]
+            sums = torch.cat([x32.sum(dim=(0, 2, 3)), (x32 * x32).sum(dim=(0, 2, 3))])
+            sums = SumOverRanks.apply(sums)
+            count = x32.numel() // channels * dist.get_world_size()
+            mean = sums[:channels] / count
+            var = (sums[channels:] / count - mean * mean).clamp_min(0)
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * count / max(count - 1, 1), self.momentum)
+            scale = self.weight * torch.rsqrt(var + self.eps)
+            y = x32 * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+            return y.to(x.dtype)
+
+    return CrossProcessBatchNorm2d
+
+
+def describe_record(record: dict) -> str:
+    """One line for the end of an epoch."""
+    return (
+        f"epoch {record['epoch']} [{record['phase_name']}] train {record['train_loss']:.4f} val {record['val_loss']:.4f}"
+        f" | ab MAE {record['val_mae']:.4f} SSIM {record['val_ssim']:.4f} PSNR {record['val_psnr']:.2f} dB"
+        f" (gray {record['val_gray_mae']:.4f} / {record['val_gray_ssim']:.4f} / {record['val_gray_psnr']:.2f} dB)"
+        f" | {record['images_per_s']:.1f} img/s"
+    )
+

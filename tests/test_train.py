@@ -1,0 +1,137 @@
+"""The training loop on tiny synthetic sets: learning, resume, the store, GAN, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from portraitcolor.train import (
+    CHECKPOINT,
+    EpochDone,
+    StepDone,
+    TrainConfig,
+    TrainingError,
+    TrainingInterrupted,
+    train,
+)
+from portraitcolor.weights import WeightsStore, resolve_model
+from tests.conftest import REPO, portrait_stack, write_set
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The tiny models are dominated by thread hand-offs; one thread is also reproducible.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_set(tmp_path):
+    """24 portraits of 32x32: 18 train, 6 val."""
+    splits = ["val" if i % 4 == 0 else "train" for i in range(24)]
+    return write_set(tmp_path / "faces.h5", portrait_stack(24, 32), splits)
+
+
+def config_for(data, tmp_path, **options):
+    values = dict(data=str(data), epochs=3, loss="mae", width=4, batch_size=6, lr=3e-3, seed=1, run_dir=str(tmp_path / "run"))
+    values.update(options)
+    return TrainConfig(**values)
+
+
+def test_a_tiny_model_learns_a_tiny_set(tiny_set, tmp_path):
+    result = train(config_for(tiny_set, tmp_path, epochs=10, lr=1e-2, batch_size=6, width=8))
+    first, last = result.records[0]["train_loss"], result.records[-1]["train_loss"]
+    assert last < first / 1.5, (first, last)  # stated factor: the training MAE falls by a third or more
+    assert result.records[-1]["val_mae"] < result.records[-1]["val_gray_mae"]  # beats gray on unseen faces
+    run = result.run_dir
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and json.loads(lines[-1])["epoch"] == 10
+    assert (run / "loss_curve.png").stat().st_size > 0
+    assert len(list((run / "samples").glob("epoch-*.png"))) == 10
+    config = json.loads((run / "config.json").read_text())
+    assert config["width"] == 8 and config["phases"][0]["name"] == "mae"
+
+
+def test_best_weights_go_into_the_store_and_load_for_colorize(tiny_set, tmp_path):
+    result = train(config_for(tiny_set, tmp_path, loss="mae,ssim", epochs=2, name="tiny", set_default=True))
+    assert result.model_name == "tiny"
+    store = WeightsStore()
+    assert store.default_name() == "tiny"
+    model = resolve_model("tiny")
+    assert model.config.width == 4 and model.config.size == 32
+    training = model.metadata["training"]
+    assert training["best_epoch"] == result.best_epoch == 2  # the last phase (ssim) holds the best
+    assert [phase["name"] for phase in training["schedule"]] == ["mae", "ssim"]
+    assert training["data"].endswith("faces.h5") and "val_ssim" in training["validation"]
+    assert resolve_model(None).config.width == 4  # the default now
+
+
+def test_an_interrupted_run_resumed_ends_like_an_uninterrupted_one(tiny_set, tmp_path):
+    whole = train(config_for(tiny_set, tmp_path / "a", loss="mae:2,ssim:1"))
+    stop = threading.Event()
+
+    def stop_mid_epoch(event):
+        if isinstance(event, StepDone) and event.epoch == 1 and event.step == 1:
+            stop.set()  # what the Ctrl-C handler does
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(config_for(tiny_set, tmp_path / "b", loss="mae:2,ssim:1"), on_event=stop_mid_epoch, stop=stop)
+    saved = torch.load(tmp_path / "b" / "run" / CHECKPOINT, weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 1)
+    resumed = train(TrainConfig(resume=str(tmp_path / "b" / "run")))
+    assert [r["val_loss"] for r in resumed.records] == pytest.approx([r["val_loss"] for r in whole.records], abs=1e-6)
+    final_a = torch.load(tmp_path / "a" / "run" / CHECKPOINT, weights_only=True)
+    final_b = torch.load(tmp_path / "b" / "run" / CHECKPOINT, weights_only=True)
+    for key, tensor in final_a["model"].items():
+        assert torch.allclose(tensor.float(), final_b["model"][key].float(), atol=1e-6), key
+    assert len((tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_gan_phase_trains_the_generator_against_a_discriminator(tiny_set, tmp_path):
+    losses = []
+    result = train(
+        config_for(tiny_set, tmp_path, loss="mae:1,gan:1", epochs=None),
+        on_event=lambda e: losses.append(e.loss) if isinstance(e, StepDone) else None,
+    )
+    assert [r["phase_name"] for r in result.records] == ["mae", "gan+100*mae"]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    checkpoint = torch.load(result.run_dir / CHECKPOINT, weights_only=True)
+    assert checkpoint["discriminator"] and checkpoint["discriminator_optimizer"]["state"]
+
+
+def test_early_stopping_and_run_directory_rules(tiny_set, tmp_path):
+    epochs = []
+    # lr 0: the validation loss never improves, so patience 1 stops after the second epoch
+    train(config_for(tiny_set, tmp_path, epochs=6, lr=0.0, patience=1), on_event=lambda e: epochs.append(e) if isinstance(e, EpochDone) else None)
+    assert len(epochs) == 2
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config_for(tiny_set, tmp_path))
+    with pytest.raises(TrainingError, match="no run to resume"):
+        train(TrainConfig(resume=str(tmp_path / "nowhere")))
+
+
+def test_ctrl_c_saves_and_tells_how_to_resume(tiny_set, tmp_path):
+    run = tmp_path / "run"
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portraitcolor", "train", str(tiny_set), "--epochs", "200", "--width", "4",
+         "--batch-size", "6", "--run-dir", str(run), "--loss", "mae"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()
+    assert f"--resume {run}" in err.decode() and out == b""
+    assert torch.load(run / CHECKPOINT, weights_only=True)["epoch"] >= 1
