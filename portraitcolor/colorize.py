@@ -12,6 +12,7 @@ GIL for their heavy work).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
@@ -315,7 +316,7 @@ def colorize_jobs(
     """Colorize every job, yielding one Result per job in input order; never raises for a bad input."""
     device = next(model.parameters()).device
     render_size = render_size or model.config.size
-    with ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io") as pool:
+    with _inference_threads(device, io_threads=io_threads), ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io") as pool:
         decoding: deque[Future | Result] = deque()
         finishing: deque[Future | Result] = deque()
         batch: list[tuple[_Decoded, tuple[int, int]]] = []
@@ -368,6 +369,25 @@ def colorize_jobs(
             yield from drain(wait_all=False)
         flush()
         yield from drain(wait_all=True)
+
+
+@contextlib.contextmanager
+def _inference_threads(device: torch.device, *, io_threads: int) -> Iterator[None]:
+    """On the CPU, leave the I/O threads their cores while the batch runs.
+
+    Decoding and the LAB conversion run beside inference; torch's threads competing
+    with them for the same cores stall at every barrier (bench/: 1 torch thread beside
+    2 I/O threads colorized 512x512 photos 1.75x faster than 2 on a 2-core machine).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, previous - io_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:

@@ -211,6 +211,8 @@ def _times_matrix(values: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     threads stall each other on a busy machine (100x slower measured with bench/), and
     colorize runs these conversions in worker threads beside inference.
     """
+    if values.shape[0] == 0:  # cv2.transform returns None for no pixels
+        return np.empty((0, matrix.shape[0]), np.float32)
     return cv2.transform(values.reshape(-1, 1, 3), matrix).reshape(values.shape[0], matrix.shape[0])
 
 
@@ -267,10 +269,16 @@ def _desaturate_into_gamut(linear: np.ndarray) -> np.ndarray:
     Y, hence L, exactly; the mixing factor has a closed form per channel, so this is one
     cheap pass instead of a search.
     """
-    y = np.clip(_luminance(linear), 0.0, 1.0)  # (N,)
     # Channels first, (3, N): numpy broadcasting of (N, 3) against (N, 1) runs 3-element
     # inner loops and was the slowest step of colorize (measured with bench/).
     channels = np.ascontiguousarray(linear.T)
+    outside = (channels.min(axis=0) < 0.0) | (channels.max(axis=0) > 1.0)
+    if not outside.any():
+        return linear
+    if not outside.all():  # most pixels of a photo are in gamut: map only the others
+        channels[:, outside] = _desaturate_into_gamut(channels[:, outside].T).T
+        return channels.T
+    y = np.clip(_luminance(linear), 0.0, 1.0)  # (N,)
     with np.errstate(divide="ignore", invalid="ignore"):
         over = np.where(channels > 1.0, (1.0 - y) / (channels - y), 1.0)
         under = np.where(channels < 0.0, y / (y - channels), 1.0)
