@@ -12,6 +12,7 @@ GIL for their heavy work).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
@@ -314,7 +315,8 @@ def colorize_jobs(
     render_size = render_size or model.config.size
     pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io")
     try:
-        yield from _run_pipeline(pool, iter(jobs), model, device=device, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
+        with _inference_threads(device, io_threads=io_threads):
+            yield from _run_pipeline(pool, iter(jobs), model, device=device, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
     finally:
         # On Ctrl-C or SIGTERM: writes already running finish (and are complete files);
         # queued work is dropped.
@@ -373,6 +375,25 @@ def _run_pipeline(pool, job_iter, model, *, device, render_size, batch_size, max
         yield from drain(wait_all=False)
     flush()
     yield from drain(wait_all=True)
+
+
+@contextlib.contextmanager
+def _inference_threads(device: torch.device, *, io_threads: int) -> Iterator[None]:
+    """On the CPU, leave the I/O threads their cores while the batch runs.
+
+    Decoding and the LAB conversion run beside inference; torch's threads competing
+    with them for the same cores stall at every barrier (bench/: 1 torch thread beside
+    2 I/O threads colorized 512x512 photos 1.75x faster than 2 on a 2-core machine).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, previous - io_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:

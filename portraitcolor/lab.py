@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -229,7 +230,7 @@ def rgb_to_l(rgb: np.ndarray) -> np.ndarray:
     out = np.empty(flat.shape[0], dtype=np.float32)
     for start in range(0, flat.shape[0], _BLOCK_PIXELS):
         block = _srgb_to_linear(flat[start : start + _BLOCK_PIXELS])
-        y = block @ _RGB_TO_XYZ[1]
+        y = _luminance(block)
         out[start : start + _BLOCK_PIXELS] = 116.0 * _lab_f(y) - 16.0
     return out.reshape(rgb.shape[:-1])
 
@@ -240,6 +241,23 @@ def _blockwise(values: np.ndarray, convert) -> np.ndarray:
     for start in range(0, flat.shape[0], _BLOCK_PIXELS):
         out[start : start + _BLOCK_PIXELS] = convert(flat[start : start + _BLOCK_PIXELS])
     return out.reshape(values.shape)
+
+
+def _times_matrix(values: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(N, 3) @ matrix.T for a 3x3 (or 1x3) matrix, as (N, rows).
+
+    Not numpy's matmul: for a 3-wide product it goes through multithreaded BLAS, whose
+    threads stall each other on a busy machine (100x slower measured with bench/), and
+    colorize runs these conversions in worker threads beside inference.
+    """
+    if values.shape[0] == 0:  # cv2.transform returns None for no pixels
+        return np.empty((0, matrix.shape[0]), np.float32)
+    return cv2.transform(values.reshape(-1, 1, 3), matrix).reshape(values.shape[0], matrix.shape[0])
+
+
+def _luminance(linear: np.ndarray) -> np.ndarray:
+    """Linear RGB (N, 3) -> relative luminance Y (N,)."""
+    return _times_matrix(linear, _RGB_TO_XYZ[1:2])[:, 0]
 
 
 def _srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
@@ -258,11 +276,12 @@ def _lab_f(t: np.ndarray) -> np.ndarray:
 
 
 def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
-    return np.where(f**3 > _EPSILON, f**3, (116.0 * f - 16.0) / _KAPPA).astype(np.float32)
+    cube = f * f * f  # not f**3: numpy's float32 power is about 70x slower
+    return np.where(cube > _EPSILON, cube, (116.0 * f - 16.0) / _KAPPA).astype(np.float32)
 
 
 def _rgb_to_lab_block(rgb: np.ndarray) -> np.ndarray:  # (N, 3) -> (N, 3)
-    xyz = _srgb_to_linear(rgb) @ _RGB_TO_XYZ.T / D65_WHITE
+    xyz = _times_matrix(_srgb_to_linear(rgb), _RGB_TO_XYZ) / D65_WHITE
     fx, fy, fz = (_lab_f(xyz[:, i]) for i in range(3))
     return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=1)
 
@@ -272,7 +291,7 @@ def _lab_to_linear_block(lab: np.ndarray) -> np.ndarray:  # (N, 3) -> (N, 3) lin
     fx = fy + lab[:, 1] / 500.0
     fz = fy - lab[:, 2] / 200.0
     xyz = np.stack([_lab_f_inverse(fx), _lab_f_inverse(fy), _lab_f_inverse(fz)], axis=1)
-    return (xyz * D65_WHITE) @ _XYZ_TO_RGB.T
+    return _times_matrix(xyz * D65_WHITE, _XYZ_TO_RGB)
 
 
 def _lab_to_rgb_in_gamut_block(lab: np.ndarray) -> np.ndarray:
@@ -289,13 +308,22 @@ def _desaturate_into_gamut(linear: np.ndarray) -> np.ndarray:
     Y, hence L, exactly; the mixing factor has a closed form per channel, so this is one
     cheap pass instead of a search.
     """
-    y = np.clip(linear @ _RGB_TO_XYZ[1], 0.0, 1.0)[:, None]  # (N, 1)
+    # Channels first, (3, N): numpy broadcasting of (N, 3) against (N, 1) runs 3-element
+    # inner loops and was the slowest step of colorize (measured with bench/).
+    channels = np.ascontiguousarray(linear.T)
+    outside = (channels.min(axis=0) < 0.0) | (channels.max(axis=0) > 1.0)
+    if not outside.any():
+        return linear
+    if not outside.all():  # most pixels of a photo are in gamut: map only the others
+        channels[:, outside] = _desaturate_into_gamut(channels[:, outside].T).T
+        return channels.T
+    y = np.clip(_luminance(linear), 0.0, 1.0)  # (N,)
     with np.errstate(divide="ignore", invalid="ignore"):
-        over = np.where(linear > 1.0, (1.0 - y) / (linear - y), 1.0)
-        under = np.where(linear < 0.0, y / (y - linear), 1.0)
-    factor = np.clip(np.minimum(over, under).min(axis=1, keepdims=True), 0.0, 1.0)
+        over = np.where(channels > 1.0, (1.0 - y) / (channels - y), 1.0)
+        under = np.where(channels < 0.0, y / (y - channels), 1.0)
+    factor = np.clip(np.minimum(over, under).min(axis=0), 0.0, 1.0)
     factor = np.nan_to_num(factor, nan=0.0)
-    return y + factor * (linear - y)
+    return (y + factor * (channels - y)).T
 
 
 # ---- storage encoding (uint8) and network encoding (0..1) --------------------------

@@ -1,0 +1,191 @@
+"""`portraitcolor colorize` end to end against the model alone, its peak memory on a
+24-megapixel photo, and the start-up time of `portraitcolor --help`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from portraitcolor import lab
+from portraitcolor.colorize import (
+    _padded_shape,
+    colorize_jobs,
+    join_to_rgb,
+    network_input,
+    plan_jobs,
+    predict_ab,
+    render_shape,
+    upsample_ab,
+)
+from portraitcolor.model import UNet
+from portraitcolor.weights import save_weights
+
+from .model_bench import random_model, thread_counts, threads
+from .report import REPO, Row
+from .timing import best_seconds
+
+PIPELINE_TARGET = 0.8  # issue 7: end to end at >= 80% of the model-only rate (512x512)
+RSS_LIMIT_MB = 1500  # issue 2: a 6000x4000 photo under 1.5 GB
+
+
+def synthetic_photo(width: int, height: int, *, seed: int) -> np.ndarray:
+    """A camera-sized portrait: a small synthetic one upscaled, plus sensor grain (uint8 RGB)."""
+    sys.path.insert(0, str(REPO))
+    from tests.conftest import portrait_array
+
+    small = portrait_array(max(64, height // 8), max(64, width // 8), seed=seed)
+    big = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    grain = np.random.default_rng(seed).normal(0, 4, (height, width, 1)).astype(np.float32)
+    return np.clip(big + grain, 0, 255).astype(np.uint8)
+
+
+def write_photos(folder: Path, count: int, width: int, height: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(synthetic_photo(width, height, seed=i)).save(folder / f"photo{i:03d}.jpg", quality=90)
+    return folder
+
+
+def _run_pipeline(folder: Path, out: Path, model: UNet, *, batch_size: int) -> int:
+    jobs = plan_jobs([str(folder)], output=None, output_dir=out, recursive=False, stdin_bytes=bytes)
+    results = list(colorize_jobs(jobs, model, batch_size=batch_size, overwrite=True))
+    failed = [result.error for result in results if not result.ok]
+    if failed:
+        raise RuntimeError(f"colorize failed during the benchmark: {failed[0]}")
+    return len(results)
+
+
+def model_only_rate(model: UNet, shape: tuple[int, int], *, batch_size: int, repeats: int) -> float:
+    """images/s of predict_ab alone on the padded render shape colorize uses."""
+    batch = np.random.default_rng(0).random((batch_size, 1, *_padded_shape(shape)), dtype=np.float32)
+    device = torch.device("cpu")
+    best = float("inf")
+    for count in thread_counts():  # the ceiling is the model's best rate on this machine
+        with threads(count):
+            best = min(best, best_seconds(lambda: predict_ab(model, batch, device), repeats=repeats))
+    return batch_size / best
+
+
+def stage_seconds(path: Path, model: UNet, *, repeats: int) -> dict[str, float]:
+    """Seconds per image of each pipeline stage, one image, in this thread (where time goes)."""
+    device = torch.device("cpu")
+    picture = lab.read_image(path)
+    l_full = lab.rgb_to_l(picture.rgb)
+    shape = render_shape(*l_full.shape, model.config.size)
+    net_in = network_input(l_full, shape)[None]
+    ab_small = predict_ab(model, net_in, device)[0]
+    ab_full = upsample_ab(ab_small, shape, l_full.shape)
+    rgb8 = join_to_rgb(l_full, ab_full, as_uint8=True)
+    image = Image.fromarray(rgb8)
+
+    def encode():
+        with tempfile.TemporaryFile() as handle:
+            image.save(handle, format="JPEG", quality=95)
+
+    stages = {
+        "decode (read_image)": lambda: lab.read_image(path),
+        "rgb_to_l": lambda: lab.rgb_to_l(picture.rgb),
+        "network_input": lambda: network_input(l_full, shape),
+        "model (batch 1)": lambda: predict_ab(model, net_in, device),
+        "upsample_ab": lambda: upsample_ab(ab_small, shape, l_full.shape),
+        "join_to_rgb (lab_to_rgb)": lambda: join_to_rgb(l_full, ab_full, as_uint8=True),
+        "encode JPEG": encode,
+    }
+    return {name: best_seconds(work, repeats=repeats) for name, work in stages.items()}
+
+
+def pipeline_rows(*, quick: bool) -> list[Row]:
+    model = random_model(16)
+    repeats = 1 if quick else 2
+    batch_size = 8
+    cases = [("512x512", 512, 512, 4 if quick else 32, True)]
+    if not quick:
+        cases.append(("4000x3000", 4000, 3000, 4, False))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="portraitcolor-bench-") as scratch:
+        for label, width, height, count, has_target in cases:
+            folder = write_photos(Path(scratch) / label, count, width, height)
+            out = Path(scratch) / f"{label}-out"
+            pipeline = count / best_seconds(lambda: _run_pipeline(folder, out, model, batch_size=batch_size), repeats=repeats, warmup=0 if quick else 1)
+            shape = render_shape(height, width, model.config.size)
+            alone = model_only_rate(model, shape, batch_size=min(batch_size, count), repeats=repeats + 2)
+            stages = stage_seconds(next(folder.glob("*.jpg")), model, repeats=repeats)
+            ratio = pipeline / alone
+            rows.append(Row(
+                group="colorize", figure=f"end to end {label} ({count} JPEGs, w16, batch {batch_size})", value=pipeline, unit="images/s",
+                ceiling=alone, ceiling_label=f"images/s model only @{_padded_shape(shape)[0]}x{_padded_shape(shape)[1]}", ratio=ratio,
+                target=f">= {PIPELINE_TARGET:.0%} of model only" if has_target else "",
+                met=(ratio >= PIPELINE_TARGET) if has_target else None,
+                note="stages ms/image: " + ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in stages.items()),
+                details={"stage_seconds": stages, "count": count, "batch_size": batch_size},
+            ))
+    return rows
+
+
+# ---- peak memory ---------------------------------------------------------------------
+
+_RSS_PROBE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _peak_rss_mb(arguments: list[str]) -> float:
+    """Peak RSS of a fresh `python -m portraitcolor ...` (a wrapper isolates it from our own children)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    probe = subprocess.run([sys.executable, "-c", _RSS_PROBE, sys.executable, "-m", "portraitcolor", *arguments], env=env, capture_output=True, text=True, check=True)
+    return int(probe.stdout.split()[-1]) / 1024  # kilobytes on Linux
+
+
+def rss_rows(*, quick: bool) -> list[Row]:
+    width, height = (1200, 800) if quick else (6000, 4000)
+    with tempfile.TemporaryDirectory(prefix="portraitcolor-bench-") as scratch:
+        folder = Path(scratch)
+        model_path = folder / "w16.safetensors"
+        save_weights(random_model(16), model_path)
+        big = folder / "big.jpg"
+        Image.fromarray(synthetic_photo(width, height, seed=1)).save(big, quality=90)
+        tiny = folder / "tiny.jpg"
+        Image.fromarray(synthetic_photo(128, 128, seed=2)).save(tiny, quality=90)
+        peak = _peak_rss_mb(["colorize", str(big), "-o", str(folder / "big_out.jpg"), "--model", str(model_path)])
+        floor = _peak_rss_mb(["colorize", str(tiny), "-o", str(folder / "tiny_out.jpg"), "--model", str(model_path)])
+    return [Row(
+        group="colorize", figure=f"peak RSS, one {width}x{height} JPEG", value=peak, unit="MB",
+        ceiling=floor, ceiling_label="MB for a 128x128 JPEG (torch + model)", ratio=peak / floor,
+        target=f"< {RSS_LIMIT_MB} MB", met=peak < RSS_LIMIT_MB,
+        note=f"{width * height * 4 / 2**20:.0f} MB per float32 plane",
+    )]
+
+
+# ---- start-up ----------------------------------------------------------------------
+
+
+def _wall_seconds(command: list[str], *, repeats: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run():
+        subprocess.run(command, env=env, capture_output=True, check=True)
+
+    return best_seconds(run, repeats=repeats)
+
+
+def help_rows(*, quick: bool) -> list[Row]:
+    repeats = 2 if quick else 5
+    ours = _wall_seconds([sys.executable, "-m", "portraitcolor", "--help"], repeats=repeats)
+    typer_only = _wall_seconds([sys.executable, "-c", "import typer"], repeats=repeats)
+    ratio = ours / typer_only
+    return [Row(
+        group="CLI", figure="`portraitcolor --help` wall time", value=ours * 1e3, unit="ms",
+        ceiling=typer_only * 1e3, ceiling_label="ms `python -c 'import typer'`", ratio=ratio,
+        target="close to typer: <= 1.5x", met=ratio <= 1.5, note="ratio is ours / typer (lower is better)",
+    )]
+
