@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,3 +105,285 @@ def test_colorize_interrupted_leaves_only_complete_outputs(tmp_path, tiny_model_
     # a rerun with --skip-existing finishes the job
     rerun = run_cli("colorize", str(source), "-O", str(out), "--skip-existing", "-m", str(tiny_model_file), check=True)
     assert rerun.returncode == 0 and len(list(out.iterdir())) == 40
+
+
+# ---- prepare and evaluate: the same bad-input corpus -----------------------------------
+
+# What prepare does with each case: None means kept, a word is the filter report's reason.
+# The tiny 1x1 and 1xN images are uniform (blank); 16-bit, float and LA inputs are gray.
+PREPARE_VERDICTS = {
+    "zero bytes": "unreadable",
+    "truncated JPEG": "unreadable",
+    "truncated PNG": "unreadable",
+    "wrong extension": None,
+    "text named .jpg": "unreadable",
+    "HTML error page": "unreadable",
+    "1x1 image": "blank",
+    "1xN image": "blank",
+    "16-bit TIFF": "grayscale",
+    "16-bit PNG": "grayscale",
+    "float TIFF": "grayscale",
+    "CMYK JPEG": None,
+    "palette with transparency": None,
+    "LA": "grayscale",
+    "animated GIF": None,
+    "animated WebP": None,
+    "EXIF-rotated": None,
+    "decompression bomb": "too-large",
+    "corrupt EXIF": None,
+    "BMP": None,
+    "non-UTF-8 name": None,
+    "very long name": None,
+    "broken symlink": "unreadable",
+    "symlink loop": "unreadable",
+    "unreadable permissions": None if os.geteuid() == 0 else "unreadable",
+}
+# A folder is a source to search, not an image: it adds its images (none here) and no entry.
+FOLDER_KIND = "directory named like an image"
+
+
+def _corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    cases = make_bad_inputs(folder)
+    assert {case.kind for case in cases} == set(PREPARE_VERDICTS) | {FOLDER_KIND}
+    return cases
+
+
+@pytest.mark.parametrize("given_as", ["folder", "list"])
+def test_prepare_bad_input_corpus(tmp_path, given_as):
+    from portraitcolor.dataset import inspect_set, iter_split
+    from portraitcolor.inputs import utf8_name
+
+    cases = _corpus(tmp_path)
+    out, report_path = tmp_path / "set.h5", tmp_path / "report.json"
+    # The corpus images are small (48x40): --min-size 0 lets the other filters speak.
+    common = ["-o", str(out), "--report", str(report_path), "--min-size", "0", "--workers", "2"]
+    if given_as == "folder":
+        result = run_cli("prepare", str(tmp_path / "corpus"), *common)
+        name_of = {case.kind: utf8_name(case.path.name) for case in cases}
+    else:  # NUL-separated, so that every byte of every name survives
+        listing = b"\0".join(os.fsencode(case.path) for case in cases) + b"\0"
+        result = run_cli("prepare", "--files-from", "-", "-0", *common, input=listing)
+        name_of = {case.kind: utf8_name(str(case.path)) for case in cases}
+    stderr = os.fsdecode(result.stderr)
+    assert result.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert result.stdout.strip() == os.fsencode(out)
+
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    dropped = {entry["source"]: reason for reason, entries in report["dropped_files"].items() for entry in entries}
+    info = inspect_set(out)
+    stored = {name for names, _ in iter_split(out, None) for name in names}
+    for kind, verdict in PREPARE_VERDICTS.items():
+        name = name_of[kind]
+        if verdict is None:
+            assert name in stored, f"{kind}: not kept"
+            assert name not in dropped, f"{kind}: dropped as {dropped.get(name)}"
+        else:
+            assert dropped.get(name) == verdict, f"{kind}: {dropped.get(name)!r}, expected {verdict}"
+            assert name not in stored
+    assert name_of[FOLDER_KIND] not in dropped and name_of[FOLDER_KIND] not in stored
+    kept = sum(verdict is None for verdict in PREPARE_VERDICTS.values())
+    assert info.count == report["kept"] == kept == len(stored)
+    assert report["seen"] == len(PREPARE_VERDICTS)
+    assert sum(report["dropped"].values()) == len(PREPARE_VERDICTS) - kept
+    assert info.attributes["filter_report"]["dropped"] == report["dropped"]
+    assert utf8_name(os.fsdecode(b"caf\xe9.png")) in {name.rsplit("/", 1)[-1] for name in stored}
+    assert not _leftovers(tmp_path)
+
+
+def test_evaluate_bad_input_corpus(tmp_path, tiny_model_file):
+    import csv
+
+    from portraitcolor.inputs import utf8_name
+
+    cases = _corpus(tmp_path)
+    out_csv, report_dir = tmp_path / "metrics.csv", tmp_path / "report"
+    result = run_cli("evaluate", str(tmp_path / "corpus"), "-m", str(tiny_model_file), "--json",
+                     "--csv", str(out_csv), "--report", str(report_dir))
+    stderr = os.fsdecode(result.stderr)
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    refused = [case for case in cases if not case.valid and case.kind != FOLDER_KIND]
+    errors = [line for line in stderr.splitlines() if line.startswith("portraitcolor: error:")]
+    assert len(errors) == len(refused), stderr
+    for case in refused:
+        line = next((l for l in errors if utf8_name(str(case.path)) in l), None)
+        assert line is not None and case.reason in line, f"{case.kind}: {line!r}"
+    document = json.loads(result.stdout)  # valid JSON whatever the names
+    valid = [case for case in cases if case.valid]
+    assert document["images"] == len(valid)
+    assert len(document["failed"]) == len(refused)
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8", newline="")))
+    assert {row["source"] for row in rows} == {utf8_name(case.path.name) for case in valid}
+    page = (report_dir / "index.html").read_text(encoding="utf-8")
+    assert page.rstrip().endswith("</html>")
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["prepare", "colorize", "evaluate"])
+def test_pixel_limit_applies_to_every_command(tmp_path, tiny_model_file, command):
+    """A tiny file claiming 10 gigapixels is refused by name before it is decoded."""
+    from bad_inputs import decompression_bomb_png
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(decompression_bomb_png())
+    write_portrait(tmp_path / "face.png", 96, 96)
+    sources = [str(bomb), str(tmp_path / "face.png")]
+    if command == "prepare":
+        # and --max-pixels is the limit: a 96x96 photo is over 5000 pixels
+        result = run_cli("prepare", *sources, "-o", str(tmp_path / "s.h5"), "--max-pixels", "5000", "--report", str(tmp_path / "r.json"))
+        assert result.returncode == 1 and b"too large" in result.stderr
+    elif command == "colorize":
+        result = run_cli("colorize", *sources, "-O", str(tmp_path / "out"), "--max-pixels", "5000", "-m", str(tiny_model_file))
+        lines = result.stderr.decode().splitlines()
+        assert result.returncode == 1 and len(lines) == 2 and all("too large" in line for line in lines)
+    else:
+        result = run_cli("evaluate", *sources, "-m", str(tiny_model_file))
+        assert result.returncode == 1 and b"bomb.png: image is too large" in result.stderr
+        assert b"1 images" in result.stderr  # the other photo was evaluated
+    assert b"Traceback" not in result.stderr
+
+
+# ---- interruptions and full disks: prepare and evaluate ---------------------------------
+
+
+def _wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.01)
+
+
+def _set_content(path):
+    """source -> (split code, image bytes): what a set holds, whatever its order."""
+    import h5py
+
+    from portraitcolor import dataset
+
+    with h5py.File(path, "r") as handle:
+        names = [n.decode() if isinstance(n, bytes) else n for n in handle[dataset.SOURCES][...]]
+        return {name: (int(code), image.tobytes()) for name, code, image in zip(names, handle[dataset.SPLITS][...], handle[dataset.IMAGES][...])}
+
+
+def _prepare_in_process(sources, output, *, append=False, size=32):
+    from portraitcolor.prepare import PrepareOptions, collect_sources, prepare
+
+    options = PrepareOptions(size=size, val=0.2, test=0.2)
+    return prepare(collect_sources([str(s) for s in sources]), output, options=options, workers=1, append=append)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_prepare_interrupted_then_append_completes(tmp_path, signum):
+    """Three runs per signal at seeded random moments; each leaves the old set or a complete
+    one and no temporaries, and --append then gives what one uninterrupted run gives."""
+    from portraitcolor.dataset import inspect_set
+
+    photos = tmp_path / "photos"
+    for i in range(16):
+        write_portrait(photos / f"p{i:02d}.png", 320, 320, seed=i)
+    reference = _set_content(_prepare_in_process([photos], tmp_path / "reference.h5").path)
+    rng = random.Random(int(signum))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for run in range(3):
+        target = tmp_path / f"run{run}" / "set.h5"
+        target.parent.mkdir()
+        before = None
+        if run > 0:  # an existing, smaller set that the interrupted run appends to
+            first = tmp_path / f"first{run}"  # the same names, relative to their folder
+            first.mkdir()
+            for photo in sorted(photos.iterdir())[: rng.randint(2, 8)]:
+                shutil.copyfile(photo, first / photo.name)
+            _prepare_in_process([first], target)
+            before = target.read_bytes()
+        args = [sys.executable, "-m", "portraitcolor", "prepare", str(photos), "-o", str(target), "--size", "32",
+                "--val", "0.2", "--test", "0.2", "--workers", str(1 + run % 2)] + (["--append"] if before else [])
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        _wait_for(lambda: any(target.parent.glob(".*.part.h5")) or process.poll() is not None)
+        time.sleep(rng.uniform(0.0, 0.4))
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+        assert b"Traceback" not in stderr, stderr.decode()
+        assert process.returncode in (0, 130, -signum), stderr.decode()
+        assert not _leftovers(target.parent)
+        if target.exists():
+            info = inspect_set(target)  # nothing that looks like a set unless it is one
+            assert info.count == info.attributes["filter_report"]["kept"]
+            # the set from before the run, or the finished one (the signal came after the rename)
+            assert target.read_bytes() == before or info.count == len(reference)
+        _prepare_in_process([photos], target, append=True)
+        assert _set_content(target) == reference, f"run {run}"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_evaluate_report_interrupted_leaves_no_half_page(tmp_path, tiny_model_file, signum):
+    import numpy as np
+
+    from conftest import portrait_array, write_set
+
+    images = np.stack([portrait_array(32, 32, seed=i) for i in range(24)])
+    target = write_set(tmp_path / "set.h5", images, ["test"] * 24)
+    report = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "portraitcolor", "evaluate", str(target), "-m", str(tiny_model_file), "--report", str(report), "--batch-size", "4"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    _wait_for(lambda: (report / "images").exists() or process.poll() is not None)
+    time.sleep(random.Random(int(signum)).uniform(0.0, 0.2))
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert not _leftovers(tmp_path)
+    page = report / "index.html"
+    if page.exists():  # only ever the whole page, with every image it shows
+        text = page.read_text(encoding="utf-8")
+        assert text.rstrip().endswith("</html>")
+        for name in re.findall(r'src="([^"]+)"', text):
+            assert (report / name).is_file()
+    else:
+        assert process.returncode != 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs when this user may mount one; None where mounting is refused."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    except OSError:  # no mount command
+        mounted = False
+    yield folder if mounted else None
+    if mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("mode", ["--overwrite", "--append"])
+def test_prepare_disk_full_keeps_previous_set(tmp_path, small_disk, mode):
+    folder = small_disk or tmp_path / "disk"
+    folder.mkdir(exist_ok=True)
+    previous = folder / "set.h5"
+    _prepare_in_process([write_portrait(tmp_path / "few" / "a.png", 96, 96, seed=1)], previous, size=128)
+    kept = previous.read_bytes()
+    photos = tmp_path / "many"
+    for i in range(24):
+        write_portrait(photos / f"p{i:02d}.png", 160, 160, seed=i)
+    args = ["prepare", str(photos), "-o", str(previous), mode, "--size", "128", "--workers", "1"]
+    if small_disk is not None:  # the real thing: 24 images of 128x128 do not fit in 256 KiB
+        result = run_cli(*args)
+    else:  # no tmpfs: the disk fills up on the first block written
+        code = (
+            "import errno, sys\n"
+            "from portraitcolor import prepare\n"
+            "def full(self):\n"
+            "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+            "prepare.SetWriter.flush = full\n"
+            "from portraitcolor.cli import main\n"
+            f"sys.argv = ['portraitcolor', *{args!r}]\n"
+            "main()\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1
+    assert lines == [f"portraitcolor: error: {previous}: cannot write the set: No space left on device"], lines
+    assert previous.read_bytes() == kept
+    assert not _leftovers(folder)
