@@ -46,6 +46,7 @@ MEAN_AB_SAMPLE_IMAGES = 4096
 RUN_DIR_KEYS = ("run_dir", "run_directory")
 LOSS_CURVE_FILES = ("loss_curves.png", "losses.png", "loss.png")
 MEAN_AB_KEY = "mean_ab"
+SET_SUFFIXES = (".h5", ".hdf5")
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in total)
 FailureCallback = Callable[[str, str], None]  # (source, one-line reason)
@@ -254,7 +255,8 @@ def open_target(paths: list[Path], options: EvaluateOptions):
     paths = [Path(path) for path in paths]
     if not paths:
         raise EvaluateError("no target given (an HDF5 set, or photos / folders)")
-    sets = [path for path in paths if path.is_file() and h5py.is_hdf5(path)]
+    # A damaged set is still a set: its name says so, and inspect_set says what is wrong.
+    sets = [path for path in paths if path.is_file() and (path.suffix.lower() in SET_SUFFIXES or h5py.is_hdf5(path))]
     if sets:
         if len(paths) > 1:
             raise EvaluateError(f"{sets[0]}: give one HDF5 set on its own, not mixed with other targets")

@@ -387,3 +387,138 @@ def test_prepare_disk_full_keeps_previous_set(tmp_path, small_disk, mode):
     assert lines == [f"portraitcolor: error: {previous}: cannot write the set: No space left on device"], lines
     assert previous.read_bytes() == kept
     assert not _leftovers(folder)
+
+
+# ---- untrusted files: sets and weights -----------------------------------------------------
+
+
+def _replace(handle, name, data):
+    del handle[name]
+    handle[name] = data
+
+
+def _bad_set_cases():
+    import numpy as np
+
+    def group(name):
+        return lambda h: (h.__delitem__(name), h.create_group(name))
+
+    return {
+        "images missing": lambda h: h.__delitem__("images"),
+        "images is a group": group("images"),
+        "sources missing": lambda h: h.__delitem__("sources"),
+        "images float32": lambda h: _replace(h, "images", np.zeros((4, 16, 16, 3), np.float32)),
+        "images 4 channels": lambda h: _replace(h, "images", np.zeros((4, 16, 16, 4), np.uint8)),
+        "images not square": lambda h: _replace(h, "images", np.zeros((4, 16, 8, 3), np.uint8)),
+        "size disagrees": lambda h: h.attrs.__setitem__("size", 32),
+        "size is text": lambda h: h.attrs.__setitem__("size", "16"),
+        "size is an array": lambda h: h.attrs.__setitem__("size", np.array([16, 16])),
+        "one split short": lambda h: _replace(h, "splits", np.zeros(3, np.uint8)),
+        "sources are numbers": lambda h: _replace(h, "sources", np.arange(4)),
+        "sources not UTF-8": lambda h: _replace(h, "sources", np.array([b"\xff\xfe", b"a", b"b", b"c"])),
+        "splits float": lambda h: _replace(h, "splits", np.array([0, 0.5, 1, 2], np.float32)),
+        "split code out of range": lambda h: h["splits"].__setitem__(1, 7),
+        "split code negative": lambda h: _replace(h, "splits", np.array([0, -1, 1, 2], np.int8)),
+        "format missing": lambda h: h.attrs.__delitem__("format"),
+        "format is an array": lambda h: h.attrs.__setitem__("format", np.array([1, 2])),
+        "version missing": lambda h: h.attrs.__delitem__("format_version"),
+        "version from the future": lambda h: h.attrs.__setitem__("format_version", 99),
+        "size missing": lambda h: h.attrs.__delitem__("size"),
+    }
+
+
+def _small_set(path):
+    import numpy as np
+
+    from conftest import portrait_array, write_set
+
+    return write_set(path, np.stack([portrait_array(16, 16, seed=i) for i in range(4)]), ["train", "test", "val", "test"])
+
+
+def _cli(*args):
+    """The CLI in this process (fast: torch is imported once), as a user would call it."""
+    from typer.testing import CliRunner
+
+    from portraitcolor.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_untrusted_set_files_are_refused(tmp_path, tiny_model_file):
+    import h5py
+
+    from portraitcolor.dataset import DatasetError, inspect_set, iter_split
+
+    cases = _bad_set_cases()
+    for kind, change in cases.items():
+        path = _small_set(tmp_path / f"{kind.replace(' ', '_')}.h5")
+        with h5py.File(path, "a") as handle:
+            change(handle)
+        with pytest.raises(DatasetError, match=re.escape(str(path))):
+            inspect_set(path)
+            list(iter_split(path, None))  # damage that shows only when the data is read
+        result = _cli("evaluate", str(path), "-m", str(tiny_model_file), "--split", "all")
+        assert result.exit_code == 1, f"{kind}: {result.output}"
+        assert isinstance(result.exception, SystemExit), f"{kind}: {result.exception!r}"
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"portraitcolor: error: {path}"), f"{kind}: {lines}"
+    not_hdf5 = tmp_path / "download.h5"
+    not_hdf5.write_bytes(b"<html>404</html>")
+    result = _cli("evaluate", str(not_hdf5), "-m", str(tiny_model_file))
+    assert result.exit_code == 1 and "not a readable HDF5 file" in result.output
+
+
+def _tampered_weights(tiny_model_file, tmp_path):
+    """name -> (file, a word the refusal must contain)"""
+    import pickle
+    import struct
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "PWNED"),))
+
+    files = {}
+    pt = tmp_path / "model.pt"
+    pt.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    files["pickle .pt"] = (pt, "pickle")
+    data = tiny_model_file.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+
+    def rewrite(name, change, word):
+        changed = json.loads(json.dumps(header))
+        change(changed)
+        raw = json.dumps(changed).encode()
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
+        files[name] = (path, word)
+
+    first = next(key for key, entry in header.items() if key != "__metadata__" and entry["dtype"] == "F32")
+    rewrite("offsets past the end", lambda h: h[first].update(data_offsets=[0, 10**12]), "truncated")
+    rewrite("offsets not a pair", lambda h: h[first].update(data_offsets=5), "corrupt")
+    rewrite("shape tampered", lambda h: h[first].update(shape=[3, 3, 3, 3, 3]), "shape")
+    rewrite("shape not a list", lambda h: h[first].update(shape=7), "shape")
+    rewrite("dtype tampered", lambda h: h[first].update(dtype="I64"), "dtype")
+    rewrite("config tampered", lambda h: h["__metadata__"].update(portraitcolor=json.dumps({"format": "portraitcolor-weights/1", "config": {"width": "4; rm -rf /"}})), "config")
+    huge = tmp_path / "huge_header.safetensors"
+    huge.write_bytes(struct.pack("<Q", 2**62) + data[8:])
+    files["header length tampered"] = (huge, "header")
+    return files
+
+
+@pytest.mark.parametrize("command", ["colorize", "evaluate", "models import"])
+def test_untrusted_weights_are_refused_by_every_command(tmp_path, tiny_model_file, command):
+    photo = write_portrait(tmp_path / "face.png", 32, 32)
+    for kind, (path, word) in _tampered_weights(tiny_model_file, tmp_path).items():
+        if command == "colorize":
+            result = _cli("colorize", str(photo), "-O", str(tmp_path / "out"), "-m", str(path))
+        elif command == "evaluate":
+            result = _cli("evaluate", str(photo), "-m", str(path))
+        else:
+            result = _cli("models", "import", str(path), "--name", "x")
+        assert result.exit_code == 1, f"{kind}: {result.output}"
+        assert isinstance(result.exception, SystemExit), f"{kind}: {result.exception!r}"
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and word in lines[0], f"{kind}: {lines}"
+    assert not (tmp_path / "PWNED").exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
