@@ -133,3 +133,13 @@ def write_set(path: Path, images_rgb_uint8, splits) -> Path:
         handle.attrs["options"] = json.dumps({})
         handle.attrs["filter_report"] = json.dumps({})
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long fuzzing runs (@pytest.mark.fuzz) only when asked for with -m fuzz."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="long fuzzing run: use -m fuzz")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -522,3 +523,238 @@ def test_untrusted_weights_are_refused_by_every_command(tmp_path, tiny_model_fil
         assert len(lines) == 1 and str(path) in lines[0] and word in lines[0], f"{kind}: {lines}"
     assert not (tmp_path / "PWNED").exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# ---- fuzzing: the image reader and the set reader ----------------------------------------
+#
+# Every outcome must be a sane result or the module's own one-line error: never another
+# exception, never a hang. A bounded number of examples runs by default; `-m fuzz` runs
+# many more (FUZZ_EXAMPLES).
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+DEFAULT_EXAMPLES = 60
+FUZZ_EXAMPLES = 2000
+_FUZZ_LIMIT_S = 20  # one example taking longer than this counts as a hang
+_PIXEL_LIMIT = 4_000_000  # mutated headers may claim anything: keep decodes small
+
+
+def _fuzz_settings(examples):
+    return settings(max_examples=examples, deadline=None, derandomize=examples == DEFAULT_EXAMPLES,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+class _Hang(Exception):
+    pass
+
+
+def _within_time_limit(call):
+    def expired(signum, frame):
+        raise _Hang(f"no answer within {_FUZZ_LIMIT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(_FUZZ_LIMIT_S)
+    try:
+        return call()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _seed_images():
+    import io
+
+    from PIL import Image
+
+    from conftest import portrait_array
+
+    face = Image.fromarray(portrait_array(24, 20, seed=3))
+    seeds = []
+    for file_format, image, options in [
+        ("PNG", face, {}), ("JPEG", face, {"quality": 80}), ("GIF", face.convert("P"), {}),
+        ("TIFF", face, {}), ("WEBP", face, {"quality": 80}), ("PNG", face.convert("LA"), {}),
+        ("TIFF", face.convert("I;16"), {}), ("JPEG", face.convert("CMYK"), {}),
+    ]:
+        buffer = io.BytesIO()
+        image.save(buffer, format=file_format, **options)
+        seeds.append(buffer.getvalue())
+    return seeds
+
+
+_SEEDS = _seed_images()
+
+
+@st.composite
+def _mutated(draw, seeds):
+    """A valid file with some bytes changed, runs inserted or deleted, or its tail cut off."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(0, max(len(data) - 1, 0)))
+        action = draw(st.sampled_from(["set", "set", "insert", "delete", "truncate"]))
+        if action == "set" and data:
+            data[position] = draw(st.integers(0, 255))
+        elif action == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=16))
+        elif action == "delete":
+            del data[position : position + draw(st.integers(1, 16))]
+        elif action == "truncate":
+            del data[position:]
+    return bytes(data)
+
+
+def _check_read_image(data):
+    from portraitcolor.lab import ImageReadError, read_image
+
+    try:
+        picture = _within_time_limit(lambda: read_image(data, max_pixels=_PIXEL_LIMIT))
+    except ImageReadError as error:
+        assert str(error) and "\n" not in str(error)
+        return
+    rgb = picture.rgb
+    assert rgb.dtype == "float32" and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.shape[0] >= 1 and rgb.shape[1] >= 1
+    assert rgb.shape[0] * rgb.shape[1] <= _PIXEL_LIMIT
+    assert float(rgb.min()) >= 0.0 and float(rgb.max()) <= 1.0  # NaN fails these too
+    if picture.alpha is not None:
+        assert picture.alpha.shape == rgb.shape[:2] and 0.0 <= float(picture.alpha.min()) <= float(picture.alpha.max()) <= 1.0
+
+
+_image_inputs = st.one_of(st.binary(max_size=512), _mutated(_SEEDS))
+
+
+@_fuzz_settings(DEFAULT_EXAMPLES)
+@given(_image_inputs)
+def test_fuzz_read_image(data):
+    _check_read_image(data)
+
+
+@pytest.mark.fuzz
+@_fuzz_settings(FUZZ_EXAMPLES)
+@given(_image_inputs)
+def test_fuzz_read_image_long(data):
+    _check_read_image(data)
+
+
+def _seed_set() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return _small_set(Path(folder) / "seed.h5").read_bytes()
+
+
+_SET_SEED = _seed_set()
+
+
+def _check_set_reader(path):
+    from portraitcolor.dataset import DatasetError, inspect_set, iter_split
+
+    def read_all():
+        info = inspect_set(path)
+        seen = 0
+        for names, lab8 in iter_split(path, None, batch_size=3):
+            assert lab8.dtype == "uint8" and lab8.shape[1:] == (info.size, info.size, 3) and len(names) == len(lab8)
+            assert all(isinstance(name, str) for name in names)
+            seen += len(lab8)
+        assert seen == info.count == sum(info.split_counts.values())
+
+    try:
+        _within_time_limit(read_all)
+    except DatasetError as error:
+        assert str(error) and "\n" not in str(error)
+
+
+def _check_set_bytes(data):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "set.h5"
+        path.write_bytes(data)
+        _check_set_reader(path)
+
+
+@_fuzz_settings(DEFAULT_EXAMPLES)
+@given(_mutated([_SET_SEED]))
+def test_fuzz_set_file_bytes(data):
+    _check_set_bytes(data)
+
+
+@pytest.mark.fuzz
+@_fuzz_settings(FUZZ_EXAMPLES)
+@given(_mutated([_SET_SEED]))
+def test_fuzz_set_file_bytes_long(data):
+    _check_set_bytes(data)
+
+
+_DTYPES = ["uint8", "int8", "uint16", "int64", "float32", "float64", "bool", "S4", "str"]
+
+
+@st.composite
+def _set_layouts(draw):
+    """Random objects under the set's names, and random attributes, written with h5py."""
+    import numpy as np
+
+    from portraitcolor import dataset
+
+    count = draw(st.integers(0, 5))
+    size = draw(st.sampled_from([1, 4, 8]))
+    objects = {}
+    for name, shape in ((dataset.IMAGES, (count, size, size, 3)), (dataset.SOURCES, (count,)), (dataset.SPLITS, (count,))):
+        kind = draw(st.sampled_from(["right", "right", "dtype", "shape", "group", "absent"]))
+        dtype = {"images": "uint8", "sources": "str", "splits": "uint8"}[name] if kind != "dtype" else draw(st.sampled_from(_DTYPES))
+        if kind == "shape":
+            shape = tuple(draw(st.lists(st.integers(0, 6), min_size=0, max_size=4)))
+        objects[name] = kind if kind in ("group", "absent") else (dtype, shape)
+    attributes = {}
+    values = st.one_of(st.integers(-5, 300), st.text(max_size=8), st.just(dataset.FORMAT), st.just(dataset.FORMAT_VERSION),
+                       st.just(size), st.lists(st.integers(0, 9), min_size=1, max_size=3).map(np.array), st.floats(allow_nan=True))
+    for key in ("format", "format_version", "size", "options", "filter_report"):
+        right = {"format": dataset.FORMAT, "format_version": dataset.FORMAT_VERSION, "size": size, "options": "{}", "filter_report": "{}"}[key]
+        choice = draw(st.sampled_from(["right", "right", "random", "absent"]))
+        if choice == "right":
+            attributes[key] = right
+        elif choice == "random":
+            attributes[key] = draw(values)
+    fill = draw(st.integers(0, 255))
+    return objects, attributes, fill
+
+
+def _write_layout(path, layout):
+    import h5py
+    import numpy as np
+
+    objects, attributes, fill = layout
+    with h5py.File(path, "w") as handle:
+        for name, spec in objects.items():
+            if spec == "group":
+                handle.create_group(name)
+            elif spec != "absent":
+                dtype, shape = spec
+                if dtype == "str":
+                    data = np.array([f"s{fill}{i}" for i in range(int(np.prod(shape)))], dtype=object).reshape(shape)
+                    handle.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"))
+                else:
+                    handle.create_dataset(name, data=np.full(shape, fill % 4 if name == "splits" else fill).astype(dtype))
+        for key, value in attributes.items():
+            handle.attrs[key] = value
+
+
+def _check_layout(layout):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "set.h5"
+        _write_layout(path, layout)
+        _check_set_reader(path)
+
+
+@_fuzz_settings(DEFAULT_EXAMPLES)
+@given(_set_layouts())
+def test_fuzz_set_layouts(layout):
+    _check_layout(layout)
+
+
+@pytest.mark.fuzz
+@_fuzz_settings(FUZZ_EXAMPLES)
+@given(_set_layouts())
+def test_fuzz_set_layouts_long(layout):
+    _check_layout(layout)
