@@ -705,7 +705,8 @@ def _set_layouts(draw):
             shape = tuple(draw(st.lists(st.integers(0, 6), min_size=0, max_size=4)))
         objects[name] = kind if kind in ("group", "absent") else (dtype, shape)
     attributes = {}
-    values = st.one_of(st.integers(-5, 300), st.text(max_size=8), st.just(dataset.FORMAT), st.just(dataset.FORMAT_VERSION),
+    text = st.text(st.characters(blacklist_characters="\x00"), max_size=8)  # HDF5 strings end at NUL
+    values = st.one_of(st.integers(-5, 300), text, st.just(dataset.FORMAT), st.just(dataset.FORMAT_VERSION),
                        st.just(size), st.lists(st.integers(0, 9), min_size=1, max_size=3).map(np.array), st.floats(allow_nan=True))
     for key in ("format", "format_version", "size", "options", "filter_report"):
         right = {"format": dataset.FORMAT, "format_version": dataset.FORMAT_VERSION, "size": size, "options": "{}", "filter_report": "{}"}[key]
