@@ -67,27 +67,56 @@ def inspect_set(path: str | os.PathLike) -> SetInfo:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from None
-    with handle:
-        attributes = {key: _plain(value) for key, value in handle.attrs.items()}
-        if attributes.get("format") != FORMAT:
-            raise DatasetError(f"{path}: not a portraitcolor set (format attribute is {attributes.get('format')!r})")
-        if attributes.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{path}: unsupported set version {attributes.get('format_version')!r}")
-        for name in (IMAGES, SOURCES, SPLITS):
-            if name not in handle:
-                raise DatasetError(f"{path}: missing dataset /{name}")
-        images, splits, sources = handle[IMAGES], handle[SPLITS], handle[SOURCES]
-        size = attributes.get("size")
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise DatasetError(f"{path}: /images must be uint8 (N, {size}, {size}, 3), got {images.dtype} {images.shape}")
-        count = images.shape[0]
-        if splits.shape != (count,) or sources.shape != (count,):
-            raise DatasetError(f"{path}: /sources and /splits must have one entry per image")
-        codes = splits[...]
-        if count and int(codes.max()) >= len(SPLIT_NAMES):
-            raise DatasetError(f"{path}: /splits holds an unknown split code")
-        split_counts = {name: int((codes == i).sum()) for i, name in enumerate(SPLIT_NAMES)}
-    return SetInfo(path=path, count=count, size=int(size), split_counts=split_counts, attributes=attributes)
+    # A damaged file fails inside HDF5 with OSError (or KeyError, RuntimeError for
+    # broken object headers): one line for the user, never a traceback.
+    try:
+        with handle:
+            return _checked_info(path, handle)
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise DatasetError(f"{path}: damaged set file ({_first_line(error)})") from None
+
+
+def _checked_info(path: Path, handle) -> SetInfo:
+    """Every check of the layout that can be made without reading the images (the file is untrusted)."""
+    import h5py
+    import numpy as np
+
+    attributes = {key: _plain(value) for key, value in handle.attrs.items()}
+    if not _is_value(attributes.get("format"), str, FORMAT):
+        raise DatasetError(f"{path}: not a portraitcolor set (format attribute is {attributes.get('format')!r})")
+    if not _is_value(attributes.get("format_version"), int, FORMAT_VERSION):
+        raise DatasetError(f"{path}: unsupported set version {attributes.get('format_version')!r}")
+    for name in (IMAGES, SOURCES, SPLITS):
+        if not isinstance(handle.get(name), h5py.Dataset):
+            raise DatasetError(f"{path}: missing dataset /{name}")
+    images, splits, sources = handle[IMAGES], handle[SPLITS], handle[SOURCES]
+    size = attributes.get("size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        raise DatasetError(f"{path}: the size attribute must be a positive integer, got {size!r}")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise DatasetError(f"{path}: /images must be uint8 (N, {size}, {size}, 3), got {images.dtype} {images.shape}")
+    count = images.shape[0]
+    if splits.shape != (count,) or sources.shape != (count,):
+        raise DatasetError(f"{path}: /sources and /splits must have one entry per image")
+    if splits.dtype != np.uint8:
+        raise DatasetError(f"{path}: /splits must be uint8 split codes, got {splits.dtype}")
+    if h5py.check_string_dtype(sources.dtype) is None:
+        raise DatasetError(f"{path}: /sources must hold strings, got {sources.dtype}")
+    codes = splits[...]
+    if count and int(codes.max()) >= len(SPLIT_NAMES):
+        raise DatasetError(f"{path}: /splits holds an unknown split code")
+    split_counts = {name: int((codes == i).sum()) for i, name in enumerate(SPLIT_NAMES)}
+    return SetInfo(path=path, count=count, size=size, split_counts=split_counts, attributes=attributes)
+
+
+def _is_value(value, kind: type, expected) -> bool:
+    # Attributes of an untrusted file can be arrays, whose == is element-wise.
+    return isinstance(value, kind) and not isinstance(value, bool) and value == expected
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _plain(value):
@@ -118,18 +147,22 @@ def iter_split(path: str | os.PathLike, split: str | None, *, batch_size: int = 
     if split is not None and split not in SPLIT_NAMES:
         raise DatasetError(f"unknown split {split!r} (use one of {', '.join(SPLIT_NAMES)})")
     block = max(CHUNK_IMAGES, (batch_size // CHUNK_IMAGES) * CHUNK_IMAGES)
-    with h5py.File(path, "r") as handle:
-        images, sources = handle[IMAGES], handle[SOURCES]
-        codes = handle[SPLITS][...]
-        wanted = np.ones_like(codes, dtype=bool) if split is None else codes == SPLIT_NAMES.index(split)
-        for start in range(0, images.shape[0], block):
-            keep = wanted[start : start + block]
-            if not keep.any():
-                continue
-            rows = images[start : start + block][keep]
-            names = [_decode(name) for name, kept in zip(sources[start : start + block], keep) if kept]
-            for offset in range(0, len(rows), batch_size):
-                yield names[offset : offset + batch_size], rows[offset : offset + batch_size]
+    try:
+        with h5py.File(path, "r") as handle:
+            images, sources = handle[IMAGES], handle[SOURCES]
+            codes = handle[SPLITS][...]
+            wanted = np.ones_like(codes, dtype=bool) if split is None else codes == SPLIT_NAMES.index(split)
+            for start in range(0, images.shape[0], block):
+                keep = wanted[start : start + block]
+                if not keep.any():
+                    continue
+                rows = images[start : start + block][keep]
+                names = [_decode(name) for name, kept in zip(sources[start : start + block], keep) if kept]
+                for offset in range(0, len(rows), batch_size):
+                    yield names[offset : offset + batch_size], rows[offset : offset + batch_size]
+    except (OSError, KeyError, RuntimeError, ValueError) as error:
+        # Damaged chunks show only when read (the layout checks passed).
+        raise DatasetError(f"{path}: damaged set file ({_first_line(error)})") from None
 
 
 def _decode(name) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import metrics
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
-from .inputs import image_files
+from .inputs import image_files, utf8_name
 from .lab import ImageReadError, Picture, ab_from_net, l_to_net, lab_to_rgb, read_image, rgb_to_lab
 
 GRAY = "gray"
@@ -46,6 +46,7 @@ MEAN_AB_SAMPLE_IMAGES = 4096
 RUN_DIR_KEYS = ("run_dir", "run_directory")
 LOSS_CURVE_FILES = ("loss_curves.png", "losses.png", "loss.png")
 MEAN_AB_KEY = "mean_ab"
+SET_SUFFIXES = (".h5", ".hdf5")
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in total)
 FailureCallback = Callable[[str, str], None]  # (source, one-line reason)
@@ -201,7 +202,7 @@ class _PhotoTarget:
                 yield key, source, read_image(path)
             except ImageReadError as error:
                 if on_failure is not None:
-                    on_failure(str(path), str(error))
+                    on_failure(utf8_name(str(path)), str(error))
 
     def batches(
         self, batch_size: int, *, size: int, only: set[int] | None = None, on_failure: FailureCallback | None = None
@@ -227,9 +228,9 @@ def _list_photos(paths: list[Path]) -> list[tuple[Path, str]]:
     for path in paths:
         if path.is_dir():
             files = image_files(path, recursive=True)
-            found.extend((file, file.relative_to(path).as_posix()) for file in files)
+            found.extend((file, utf8_name(file.relative_to(path).as_posix())) for file in files)
         else:
-            found.append((path, str(path)))  # a missing file is reported when it is read
+            found.append((path, utf8_name(str(path))))  # a missing file is reported when it is read
     return found
 
 
@@ -254,7 +255,8 @@ def open_target(paths: list[Path], options: EvaluateOptions):
     paths = [Path(path) for path in paths]
     if not paths:
         raise EvaluateError("no target given (an HDF5 set, or photos / folders)")
-    sets = [path for path in paths if path.is_file() and h5py.is_hdf5(path)]
+    # A damaged set is still a set: its name says so, and inspect_set says what is wrong.
+    sets = [path for path in paths if path.is_file() and (path.suffix.lower() in SET_SUFFIXES or h5py.is_hdf5(path))]
     if sets:
         if len(paths) > 1:
             raise EvaluateError(f"{sets[0]}: give one HDF5 set on its own, not mixed with other targets")
@@ -384,7 +386,7 @@ def evaluate(
         for method, batches in per_method.items()
     }
     return Evaluation(
-        target=", ".join(str(t) for t in targets),
+        target=", ".join(utf8_name(str(t)) for t in targets),
         split=options.split if isinstance(target, _SetTarget) else None,
         size=size,
         device=str(device),

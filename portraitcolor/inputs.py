@@ -17,10 +17,25 @@ def image_suffixes() -> frozenset[str]:
 
 
 def image_files(folder: Path, *, recursive: bool) -> list[Path]:
-    """Image files in a folder by extension, sorted; hidden files (our own .part temporaries) left out."""
+    """Image files in a folder by extension, sorted; hidden files (our own .part temporaries) left out.
+
+    Symbolic links are listed even when broken or looping, so that the reader reports
+    them by name instead of the file silently going missing from the job.
+    """
     candidates = folder.rglob("*") if recursive else folder.glob("*")
     suffixes = image_suffixes()
-    return sorted(p for p in candidates if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
+    return sorted(
+        p for p in candidates if p.suffix.lower() in suffixes and not p.name.startswith(".") and (p.is_file() or p.is_symlink())
+    )
+
+
+def utf8_name(name: str) -> str:
+    """A file name as valid UTF-8 text, for sets, JSON, CSV and HTML.
+
+    A name that is not UTF-8 on disk reaches Python with its odd bytes as surrogate
+    escapes, which no UTF-8 writer accepts; they become \\xNN, as Python shows them.
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def read_file_list(data: bytes, *, nul: bool = False) -> list[str]:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import itertools
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -35,7 +37,7 @@ import numpy as np
 
 from . import __version__, dataset
 from .atomic import atomic_output
-from .inputs import image_files
+from .inputs import image_files, utf8_name
 from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
 
 # Reasons an image is dropped, in the order the filters run, with the words for humans.
@@ -134,16 +136,17 @@ def collect_sources(paths: Iterable[str | os.PathLike], *, files_from: Iterable[
 
     A folder's images are named by their path relative to the folder, so that moving
     the folder keeps every image in its split; a file named directly or in a list is
-    named as it was written.
+    named as it was written. Names are stored as UTF-8, so bytes that are not UTF-8
+    are written as \\xNN escapes (inputs.utf8_name).
     """
     sources = []
     for given in itertools.chain(paths, files_from):
         path = Path(given)
         if path.is_dir():
             found = image_files(path, recursive=True)
-            sources.extend(Source(path=p, name=p.relative_to(path).as_posix(), root=path) for p in found)
+            sources.extend(Source(path=p, name=utf8_name(p.relative_to(path).as_posix()), root=path) for p in found)
         else:
-            sources.append(Source(path=path, name=Path(os.path.normpath(given)).as_posix()))
+            sources.append(Source(path=path, name=utf8_name(Path(os.path.normpath(given)).as_posix())))
     return sources
 
 
@@ -512,10 +515,12 @@ def prepare(
     workers = workers or default_workers()
 
     counts = RunCounts()
-    with atomic_output(output) as temporary:
+    with atomic_output(output) as temporary, _WriteGuard(output):
         if appending:
             shutil.copyfile(output, temporary)
-        with h5py.File(temporary, "a" if appending else "w") as handle:
+        # No chunk cache: every block is written whole at once anyway, and without a cache
+        # a failed write (a full disk) raises here instead of when h5py frees an object.
+        with h5py.File(temporary, "a" if appending else "w", rdcc_nbytes=0) as handle:
             # Written last (in _finish): until then the file is not a set to any reader.
             handle.attrs.pop("format", None)
             writer = SetWriter(handle, size)
@@ -544,6 +549,58 @@ def prepare(
             report = _report(output, counts, options, writer, time.perf_counter() - started)
             _finish(handle, options, report, previous)
     return PrepareResult(path=output, report=report)
+
+
+# errno values that mean the set cannot be written where it was asked for.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+
+
+class _WriteGuard:
+    """Turns a failed write of the set (full disk, quota, I/O error) into one PrepareError.
+
+    HDF5 also writes cached chunks when h5py objects are freed, and h5py can report a
+    failure there only through sys.unraisablehook: tracebacks on stderr ("Exception
+    ignored in ...") while the job carries on. Inside the guard such failures are
+    collected instead, and any of them fails the job, because a set missing data must
+    never be renamed into place.
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.failures: list[BaseException] = []
+
+    def __enter__(self) -> None:
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._collect
+
+    def _collect(self, unraisable) -> None:
+        if _write_failure_reason(unraisable.exc_value) is None:
+            self._previous_hook(unraisable)
+        else:
+            self.failures.append(unraisable.exc_value)
+
+    def __exit__(self, kind, error, trace) -> None:
+        sys.unraisablehook = self._previous_hook
+        if error is not None and _write_failure_reason(error) is not None:
+            self.failures.insert(0, error)
+        if self.failures:
+            reason = _write_failure_reason(self.failures[0])
+            self.failures.clear()
+            raise PrepareError(f"{self.output}: cannot write the set: {reason}") from None
+
+
+def _write_failure_reason(error: BaseException | None) -> str | None:
+    """A short reason when `error` is a failed write to disk, else None.
+
+    h5py raises RuntimeError or OSError carrying HDF5's message, which holds the
+    operating system's own ('... errno = 28, error message = 'No space left on device' ...').
+    """
+    found = re.search(r"errno = (\d+), error message = '([^']*)'", str(error))
+    if isinstance(error, (OSError, RuntimeError)) and found and int(found.group(1)) in _WRITE_ERRNOS:
+        return found.group(2)
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        return os.strerror(error.errno)
+    return None
 
 
 @dataclass
@@ -639,7 +696,7 @@ def _drop_summary(counts: RunCounts) -> str:
 
 def _report(output: Path, counts: RunCounts, options: PrepareOptions, writer: SetWriter, elapsed: float) -> dict:
     return {
-        "output": str(output),
+        "output": utf8_name(str(output)),
         "tool_version": __version__,
         "seen": counts.seen,
         "kept": counts.kept,

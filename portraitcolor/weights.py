@@ -107,6 +107,11 @@ def save_weights(model, path: str | os.PathLike, *, training: dict | None = None
     return path
 
 
+# How pickles (protocol 2 and later) and torch.save's zip archives begin: named in the
+# refusal, since their first bytes read as an absurd safetensors header length.
+_PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
     """Parse and check a safetensors header without loading tensors -> (tensors, metadata)."""
     path = Path(path)
@@ -116,6 +121,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
             prefix = handle.read(8)
             if len(prefix) < 8:
                 raise WeightsError(f"{path}: not a safetensors file (too short)")
+            if prefix.startswith(_PICKLE_MAGICS):
+                raise WeightsError(f"{path}: not a safetensors file (a pickle-based .pt/.pth file is refused)")
             (header_length,) = struct.unpack("<Q", prefix)
             if header_length > _MAX_HEADER_BYTES or 8 + header_length > size:
                 raise WeightsError(f"{path}: not a safetensors file, or truncated (bad header length)")
@@ -140,7 +147,10 @@ def _check_tensor_entries(path: Path, header: dict, data_bytes: int) -> None:
     for name, entry in header.items():
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
             raise WeightsError(f"{path}: corrupt safetensors header (entry {name!r})")
-        start, end = entry["data_offsets"]
+        offsets = entry["data_offsets"]
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(value) is int for value in offsets)):
+            raise WeightsError(f"{path}: corrupt safetensors header (offsets of {name!r})")
+        start, end = offsets
         if not (0 <= start <= end <= data_bytes):
             raise WeightsError(f"{path}: truncated weights file (tensor {name!r} lies past its end)")
 
@@ -199,7 +209,7 @@ def _check_against_model(path: Path, header: dict, expected: dict) -> None:
         )
     for name, tensor in expected.items():
         entry = header[name]
-        if list(entry["shape"]) != list(tensor.shape):
+        if not isinstance(entry["shape"], list) or entry["shape"] != list(tensor.shape):
             raise WeightsError(f"{path}: tensor {name!r} has shape {entry['shape']}, expected {list(tensor.shape)}")
         wanted = _FLOAT_DTYPES if tensor.is_floating_point() else {"I64"}
         if entry["dtype"] not in wanted:

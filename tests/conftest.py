@@ -143,3 +143,15 @@ def write_set(path: Path, images_rgb_uint8, splits, *, chunk: int | None = None)
 def portrait_stack(count: int, size: int = 32, *, seed: int = 0) -> np.ndarray:
     """count synthetic portraits of size x size, as (N, S, S, 3) uint8."""
     return np.stack([portrait_array(size, size, seed=seed + i) for i in range(count)])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests and long fuzzing runs only when asked for: `-m slow`, `-m fuzz`."""
+    asked = config.getoption("markexpr") or ""
+    for marker in ("slow", "fuzz"):
+        if marker in asked:
+            continue
+        skip = pytest.mark.skip(reason=f"{marker} test: run with -m {marker}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

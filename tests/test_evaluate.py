@@ -78,7 +78,7 @@ def test_hdf5_target_json_csv_baselines_and_determinism(tmp_path, tiny_set, tiny
     rows = _csv_rows(first_csv)
     assert len(rows) == 3 * SPLITS.count("test")
     tiny_rows = [row for row in rows if row["method"] == "tiny"]
-    assert [row["source"] for row in tiny_rows] == [f"img{i:05d}.png" for i in range(10, 17)]
+    assert [row["source"] for row in tiny_rows] == [f"face{i:04d}.png" for i in range(10, 17)]
     assert np.mean([float(row["ab_mae"]) for row in tiny_rows]) == pytest.approx(methods["tiny"]["ab_mae"]["mean"], rel=1e-5)
     assert "ab MAE" in first.stderr.decode() and "mean ab" in first.stderr.decode()
 
