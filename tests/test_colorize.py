@@ -1,6 +1,8 @@
 import io
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image
 from portraitcolor import lab
 from portraitcolor.colorize import render_shape
 from portraitcolor.inputs import read_file_list
-from conftest import portrait_array, run_cli, write_portrait
+from conftest import REPO, portrait_array, run_cli, write_portrait
 
 
 @pytest.fixture
@@ -114,8 +116,16 @@ def test_usage_errors_exit_2(tmp_path, args, message):
 
 
 def test_without_any_model_the_message_says_how_to_get_one(tmp_path):
-    write_portrait(tmp_path / "x.png", 32, 32, gray=True)
-    result = run_cli("colorize", str(tmp_path / "x.png"))
+    """An installation without the packaged model (e.g. a trimmed build) explains itself."""
+    source = write_portrait(tmp_path / "x.png", 32, 32, gray=True)
+    code = (
+        "import sys, portraitcolor.weights as weights\n"
+        f"weights.PACKAGED_DEFAULT = weights.Path({str(tmp_path / 'none.safetensors')!r})\n"
+        "from portraitcolor.cli import main\n"
+        f"sys.argv = ['portraitcolor', 'colorize', {str(source)!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 1 and b"portraitcolor train" in result.stderr and b"models import" in result.stderr
     assert b"Traceback" not in result.stderr
 

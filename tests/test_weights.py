@@ -30,7 +30,7 @@ def test_half_precision_file_is_smaller_and_loads(tmp_path):
     assert load_weights_file(half).head.weight.dtype == torch.float32
 
 
-def test_store_import_default_export_remove(tmp_path, tiny_model_file):
+def test_store_import_default_export_remove(tmp_path, tiny_model_file, monkeypatch):
     store = WeightsStore()
     info = store.add_file(tiny_model_file, "tiny")
     assert info.is_default and store.default_name() == "tiny"  # the first model becomes the default
@@ -42,6 +42,7 @@ def test_store_import_default_export_remove(tmp_path, tiny_model_file):
         store.add_file(tiny_model_file, "tiny")
     store.remove("tiny")
     assert store.names() == [] and store.default_name() is None
+    monkeypatch.setattr("portraitcolor.weights.PACKAGED_DEFAULT", tmp_path / "no-packaged-model.safetensors")
     with pytest.raises(NoModelError, match="portraitcolor train"):
         resolve_model()
 
