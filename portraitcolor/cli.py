@@ -303,6 +303,11 @@ def _prepare_table(report: dict):
 # ---- train ----------------------------------------------------------------------
 
 
+class LrDecay(str, Enum):
+    none = "none"
+    cosine = "cosine"
+
+
 @app.command("train")
 def train_command(
     data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
@@ -310,6 +315,7 @@ def train_command(
     loss: str = typer.Option("mae,ssim", "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan."),
     switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
+    lr_decay: LrDecay = typer.Option(LrDecay.none, "--lr-decay", help="none: a constant rate (the paper's); cosine: decay along half a cosine to 5% of --lr by the last step."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
     width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
@@ -333,7 +339,7 @@ def train_command(
     if data is None and resume is None:
         raise fail("give the set to train on (SET.h5), or --resume RUN", code=EXIT_USAGE)
     config = TrainConfig(
-        data=str(data) if data else "", epochs=epochs, loss=loss, switch_on_plateau=switch_on_plateau, lr=lr,
+        data=str(data) if data else "", epochs=epochs, loss=loss, switch_on_plateau=switch_on_plateau, lr=lr, lr_decay=lr_decay.value,
         batch_size=batch_size, width=width, seed=seed, device=device, compile=compile_model, patience=patience,
         run_dir=str(run_dir) if run_dir else None, resume=resume, name=name, set_default=set_default,
         in_memory=in_memory, workers=workers,

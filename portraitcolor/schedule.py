@@ -183,3 +183,29 @@ def best_epoch(history: list[EpochRecord]) -> int | None:
     last = history[-1].phase
     candidates = [i for i, record in enumerate(history) if record.phase == last]
     return min(candidates, key=lambda i: (history[i].val_loss, i))
+
+
+# ---- learning rate ---------------------------------------------------------------
+
+LR_DECAYS = ("none", "cosine")
+# Cosine decay ends at this fraction of the base rate rather than at 0, so the last
+# epochs (and the SSIM phase that usually runs then) still move the weights.
+COSINE_FLOOR = 0.05
+
+
+def check_lr_decay(decay: str) -> None:
+    if decay not in LR_DECAYS:
+        raise ScheduleError(f"unknown learning-rate decay {decay!r} (use {' or '.join(LR_DECAYS)})")
+
+
+def learning_rate(base: float, decay: str, *, progress: float) -> float:
+    """The learning rate at `progress` (0 at the first step, 1 after the last) of a run.
+
+    'none' keeps the base rate (the paper's Adam); 'cosine' falls from it along half a
+    cosine to COSINE_FLOOR times it. A pure function of the step, so --resume needs no state.
+    """
+    check_lr_decay(decay)
+    if decay == "none":
+        return base
+    progress = min(max(progress, 0.0), 1.0)
+    return base * (COSINE_FLOOR + (1.0 - COSINE_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress)))

@@ -37,6 +37,7 @@ class TrainConfig:
     loss: str = "mae,ssim"
     switch_on_plateau: int | None = None
     lr: float = 1e-3
+    lr_decay: str = "none"
     batch_size: int = 32
     width: int = 64
     seed: int = 0
@@ -137,6 +138,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
         run_dir = _new_run_dir(config) if master else Path(config.run_dir or ".")
     phases = schedule.parse_schedule(config.loss, config.epochs)
     total = schedule.total_epochs(phases)
+    schedule.check_lr_decay(config.lr_decay)
     info = dataset.inspect_set(config.data)
     if info.split_counts["val"] == 0:
         raise dataset.DatasetError(f"{config.data}: the set has no val images to validate on")
@@ -238,6 +240,9 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
             step = first_step
             for l, ab, _rows in train_loader:
                 l, ab = to_device(l), to_device(ab)  # (b, 1, S, S), (b, 2, S, S) with b = batch / ranks
+                lr = schedule.learning_rate(config.lr, config.lr_decay, progress=(epoch * steps + step) / (total * steps))
+                for group in (*optimizer.param_groups, *(d_optimizer.param_groups if d_optimizer else ())):
+                    group["lr"] = lr
                 if discriminator:
                     raw_discriminator.requires_grad_(phase.adversarial)
                 with devices.autocast_as(device, precision):
@@ -319,7 +324,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
         summary = {
             "data": str(Path(config.data).resolve()), "schedule": [p.to_dict() for p in phases], "loss": config.loss,
             "epochs": len(records), "best_epoch": best + 1, "validation": records[best],
-            "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed, "world_size": world_size,
+            "batch_size": config.batch_size, "lr": config.lr, "lr_decay": config.lr_decay, "seed": config.seed, "world_size": world_size,
             "run_dir": str(run_dir),
         }
         WeightsStore().save_model(load_weights_file(run_dir / BEST_WEIGHTS), name, training=summary, set_default=config.set_default)

@@ -30,7 +30,7 @@ $pc prepare "$photos" -o "$WORK/headshots.h5" --overwrite --crop face --face-mar
 # The paper's schedule: mean absolute error, then SSIM.
 start=$(date +%s)
 $pc train "$WORK/headshots.h5" --width "$WIDTH" --loss "$LOSS" --batch-size "$BATCH" --lr "$LR" \
-  --seed "$SEED" --device "$DEVICE" --run-dir "$WORK/run" --name headshots
+  --lr-decay "${LR_DECAY:-cosine}" --seed "$SEED" --device "$DEVICE" --run-dir "$WORK/run" --name headshots
 echo "training wall time: $(( $(date +%s) - start )) s" | tee "$WORK/train_seconds.txt"
 
 $pc evaluate "$WORK/headshots.h5" --model headshots --split test --json --report "$WORK/report" > "$WORK/evaluate.json"

@@ -123,3 +123,18 @@ def test_best_epoch_is_the_best_of_the_last_phase():
     assert best_epoch(history) == 2
     assert best_epoch([]) is None
     assert isinstance(parse_schedule("mae")[0], Phase)
+
+
+@pytest.mark.parametrize("progress, expected", [(0.0, 1.0), (0.5, 0.525), (1.0, 0.05), (1.5, 0.05)])
+def test_cosine_learning_rate(progress, expected):
+    from portraitcolor.schedule import learning_rate
+
+    assert learning_rate(0.002, "cosine", progress=progress) == pytest.approx(0.002 * expected)
+    assert learning_rate(0.002, "none", progress=progress) == 0.002
+
+
+def test_unknown_learning_rate_decay():
+    from portraitcolor.schedule import ScheduleError, learning_rate
+
+    with pytest.raises(ScheduleError, match="cosine"):
+        learning_rate(0.001, "step", progress=0.2)
