@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 WORK=${1:-work-default}
 WIDTH=${WIDTH:-16}
-LOSS=${LOSS:-mae:22,ssim:8}
+LOSS=${LOSS:-mae:40,ssim:12}
 BATCH=${BATCH:-16}
 LR=${LR:-0.002}
 DEVICE=${DEVICE:-auto}
