@@ -88,12 +88,15 @@ def test_colorize_interrupted_leaves_only_complete_outputs(tmp_path, tiny_model_
     source = tmp_path / "many"
     for i in range(40):
         write_portrait(source / f"f{i:02d}.png", 256, 256, seed=i, gray=True)
+    # A large render size and batches of one keep the job running for seconds, so the
+    # signal lands mid-run even when this test process is slow to notice the first output.
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "portraitcolor", "colorize", str(source), "-O", str(out), "--batch-size", "2", "-m", str(tiny_model_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "portraitcolor", "colorize", str(source), "-O", str(out), "--batch-size", "1", "--render-size", "768", "-m", str(tiny_model_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.iterdir())):
         time.sleep(0.05)
+    assert process.poll() is None, "the job ended before it could be interrupted"
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
@@ -104,7 +107,7 @@ def test_colorize_interrupted_leaves_only_complete_outputs(tmp_path, tiny_model_
     for path in out.iterdir():  # everything that exists is a complete image
         Image.open(path).load()
     # a rerun with --skip-existing finishes the job
-    rerun = run_cli("colorize", str(source), "-O", str(out), "--skip-existing", "-m", str(tiny_model_file), check=True)
+    rerun = run_cli("colorize", str(source), "-O", str(out), "--skip-existing", "--batch-size", "8", "-m", str(tiny_model_file), check=True)
     assert rerun.returncode == 0 and len(list(out.iterdir())) == 40
 
 
