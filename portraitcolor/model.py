@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 # Four halvings between the five encoder stages: input sides must divide by this.
 SIDE_MULTIPLE = 16
+# The training size is also colorize's default render size: a weights file claiming more
+# would make every photo an enormous tensor, so it is refused as untrusted input.
+MAX_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,8 @@ class UNetConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.width, int) or not 1 <= self.width <= 512:
             raise ValueError(f"width must be an integer in 1..512, got {self.width!r}")
-        if not isinstance(self.size, int) or self.size < SIDE_MULTIPLE or self.size % SIDE_MULTIPLE:
-            raise ValueError(f"size must be a positive multiple of {SIDE_MULTIPLE}, got {self.size!r}")
+        if not isinstance(self.size, int) or not SIDE_MULTIPLE <= self.size <= MAX_SIZE or self.size % SIDE_MULTIPLE:
+            raise ValueError(f"size must be a multiple of {SIDE_MULTIPLE} in {SIDE_MULTIPLE}..{MAX_SIZE}, got {self.size!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,7 +45,7 @@ def test_gradients_flow_and_width_scales_parameters():
     assert count_parameters(UNet(UNetConfig(width=8))) > 3.5 * count_parameters(model)
 
 
-@pytest.mark.parametrize("values", [{"width": 0}, {"size": 40}, {"width": 8, "depth": 3}])
+@pytest.mark.parametrize("values", [{"width": 0}, {"size": 40}, {"size": 1 << 20}, {"width": 8, "depth": 3}])
 def test_config_rejects_bad_values(values):
     with pytest.raises(ValueError):
         UNetConfig.from_dict(values)
