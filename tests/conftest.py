@@ -82,6 +82,18 @@ def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, cwd
     return result
 
 
+def default_sigint() -> None:
+    """preexec_fn for children that a test interrupts with SIGINT.
+
+    A job started in the background by a non-interactive shell (as CI may start the suite)
+    inherits SIGINT ignored, and Python keeps it ignored, as Unix tools do; the tests want
+    the behaviour of a program run from a terminal.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def tiny_model_file(tmp_path):
     """A width-4 U-Net weights file with random (seeded) weights."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bad_inputs import make_bad_inputs
-from conftest import REPO, run_cli, write_portrait
+from conftest import REPO, default_sigint, run_cli, write_portrait
 
 
 def _leftovers(folder):
@@ -92,7 +92,7 @@ def test_colorize_interrupted_leaves_only_complete_outputs(tmp_path, tiny_model_
     # signal lands mid-run even when this test process is slow to notice the first output.
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "portraitcolor", "colorize", str(source), "-O", str(out), "--batch-size", "1", "--render-size", "768", "-m", str(tiny_model_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "portraitcolor", "colorize", str(source), "-O", str(out), "--batch-size", "1", "--render-size", "768", "-m", str(tiny_model_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.iterdir())):
         time.sleep(0.05)
@@ -302,7 +302,7 @@ def test_prepare_interrupted_then_append_completes(tmp_path, signum):
             before = target.read_bytes()
         args = [sys.executable, "-m", "portraitcolor", "prepare", str(photos), "-o", str(target), "--size", "32",
                 "--val", "0.2", "--test", "0.2", "--workers", str(1 + run % 2)] + (["--append"] if before else [])
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=default_sigint)
         _wait_for(lambda: any(target.parent.glob(".*.part.h5")) or process.poll() is not None)
         time.sleep(rng.uniform(0.0, 0.4))
         process.send_signal(signum)
@@ -330,7 +330,7 @@ def test_evaluate_report_interrupted_leaves_no_half_page(tmp_path, tiny_model_fi
     report = tmp_path / "report"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "portraitcolor", "evaluate", str(target), "-m", str(tiny_model_file), "--report", str(report), "--batch-size", "4"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=default_sigint)
     _wait_for(lambda: (report / "images").exists() or process.poll() is not None)
     time.sleep(random.Random(int(signum)).uniform(0.0, 0.2))
     process.send_signal(signum)
