@@ -34,7 +34,7 @@ import numpy as np
 from . import metrics
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
 from .inputs import image_files, utf8_name
-from .lab import ImageReadError, Picture, ab_from_net, l_to_net, lab_to_rgb, read_image, rgb_to_lab
+from .lab import ImageReadError, Picture, l_to_net, lab_to_rgb, read_image, rgb_to_lab
 
 GRAY = "gray"
 MEAN_AB = "mean ab"
@@ -270,18 +270,14 @@ def open_target(paths: list[Path], options: EvaluateOptions):
 
 
 def predict_ab(model, true_l: np.ndarray, device) -> np.ndarray:
-    """The model's ab for a batch of L: (B, S, S) CIELAB L -> (B, S, S, 2) CIELAB ab, float32."""
-    import torch
+    """The model's ab for a batch of L: (B, S, S) CIELAB L -> (B, S, S, 2) CIELAB ab, float32.
 
-    from .device import autocast
+    The same network call as colorize (its predict_ab), in evaluate's channels-last layout.
+    """
+    from .colorize import predict_ab as predict_planar
 
-    l_net = torch.from_numpy(np.ascontiguousarray(l_to_net(true_l), dtype=np.float32))[:, None]  # (B, 1, S, S)
-    l_net = l_net.to(device, non_blocking=True)
-    if device.type == "cuda":
-        l_net = l_net.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(device):
-        out = model(l_net)  # (B, 2, S, S) in 0..1
-    return ab_from_net(out.float().permute(0, 2, 3, 1).cpu().numpy())
+    l_net = np.ascontiguousarray(l_to_net(true_l), dtype=np.float32)[:, None]  # (B, 1, S, S)
+    return predict_planar(model, l_net, device).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
 
 
 def _with_ab(true_lab: np.ndarray, ab: np.ndarray) -> np.ndarray:
