@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .lab import first_line
+
 FORMAT = "portraitcolor-lab8"
 FORMAT_VERSION = 1
 COLOR_SPACE = "CIELAB D65, uint8: L8=round(L*255/100), a8=round(a+128), b8=round(b+128)"
@@ -73,7 +75,7 @@ def inspect_set(path: str | os.PathLike) -> SetInfo:
         with handle:
             return _checked_info(path, handle)
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as error:
-        raise DatasetError(f"{path}: damaged set file ({_first_line(error)})") from None
+        raise DatasetError(f"{path}: damaged set file ({first_line(error)})") from None
 
 
 def _checked_info(path: Path, handle) -> SetInfo:
@@ -112,11 +114,6 @@ def _checked_info(path: Path, handle) -> SetInfo:
 def _is_value(value, kind: type, expected) -> bool:
     # Attributes of an untrusted file can be arrays, whose == is element-wise.
     return isinstance(value, kind) and not isinstance(value, bool) and value == expected
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _plain(value):
@@ -162,7 +159,7 @@ def iter_split(path: str | os.PathLike, split: str | None, *, batch_size: int = 
                     yield names[offset : offset + batch_size], rows[offset : offset + batch_size]
     except (OSError, KeyError, RuntimeError, ValueError) as error:
         # Damaged chunks show only when read (the layout checks passed).
-        raise DatasetError(f"{path}: damaged set file ({_first_line(error)})") from None
+        raise DatasetError(f"{path}: damaged set file ({first_line(error)})") from None
 
 
 def _decode(name) -> str:

@@ -235,17 +235,12 @@ def _list_photos(paths: list[Path]) -> list[tuple[Path, str]]:
 
 
 def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop to a square, then area-resize to size x size: (H, W, 3) -> (S, S, 3) float32."""
-    import cv2
+    """Centre crop to a square, then resize to size x size, as prepare's center crop does:
+    (H, W, 3) -> (S, S, 3) float32."""
+    from .faces import center_square, crop_square, resize_square
 
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = np.ascontiguousarray(rgb[top : top + side, left : left + side], dtype=np.float32)
-    if side == size:
-        return square
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-    return np.clip(cv2.resize(square, (size, size), interpolation=interpolation), 0.0, 1.0)
+    square = crop_square(rgb, center_square(*rgb.shape[:2]))
+    return resize_square(np.ascontiguousarray(square, dtype=np.float32), size)
 
 
 def open_target(paths: list[Path], options: EvaluateOptions):

@@ -75,3 +75,14 @@ def center_square(height: int, width: int) -> tuple[int, int, int]:
 def crop_square(image: np.ndarray, square: tuple[int, int, int]) -> np.ndarray:
     top, left, side = square
     return image[top : top + side, left : left + side]
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square crop to size x size: an area filter when shrinking (no aliasing),
+    cubic when enlarging; values stay in 0..1."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    shrinking = height >= size and width >= size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interpolation), 0.0, 1.0)

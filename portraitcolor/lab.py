@@ -119,7 +119,7 @@ def _read(source, *, max_pixels: int, min_side: int | None) -> tuple[Picture, tu
     except Image.DecompressionBombError:
         raise ImageReadError("image is too large (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageReadError(f"corrupt or truncated image ({_first_line(error)})") from None
+        raise ImageReadError(f"corrupt or truncated image ({first_line(error)})") from None
 
 
 def _check_path_readable(path: Path) -> None:
@@ -163,7 +163,8 @@ def _reduce_while_decoding(image: Image.Image, min_side: int) -> None:
         image.draft(image.mode, (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (libraries' messages can run to pages)."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 

@@ -234,7 +234,7 @@ def process_image(path: str | os.PathLike, options: PrepareOptions, size: int) -
         square = faces.face_square(face, height, width, margin=options.face_margin)
     else:
         square = faces.center_square(height, width)
-    small = _resize_square(rgb if square is None else faces.crop_square(rgb, square), size)
+    small = faces.resize_square(rgb if square is None else faces.crop_square(rgb, square), size)
     lab = rgb_to_lab(small)
     rejection = _content_rejection(lab, options)
     if rejection is not None:
@@ -257,16 +257,6 @@ def _gray_uint8(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.cvtColor(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-
-
-def _resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size: an area filter when shrinking (no aliasing), cubic when enlarging."""
-    import cv2
-
-    height, width = rgb.shape[:2]
-    shrinking = height >= size and width >= size
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return np.clip(cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interpolation), 0.0, 1.0)
 
 
 def image_statistics(lab: np.ndarray) -> dict[str, float]:

@@ -464,12 +464,14 @@ def _find_run(spec: str) -> Path:
 def _load_checkpoint(run_dir: Path) -> dict:
     import torch
 
+    from .lab import first_line
+
     path = run_dir / CHECKPOINT
     try:
         # weights_only: tensors and plain types only, never arbitrary unpickling
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise TrainingError(f"{path}: unreadable checkpoint ({str(error).splitlines()[0]})") from None
+        raise TrainingError(f"{path}: unreadable checkpoint ({first_line(error)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a portraitcolor checkpoint")
     return checkpoint
