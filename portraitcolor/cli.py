@@ -254,31 +254,24 @@ def prepare_command(
     typer.echo(str(result.path))
 
 
-def _prepare_progress(console):
-    """A context giving the progress callback: a rich bar on a terminal, nothing otherwise."""
-    if not console.is_terminal:
-        return contextlib.nullcontext(None)
-    return _prepare_bar(console)
-
-
 @contextlib.contextmanager
-def _prepare_bar(console):
+def _prepare_progress(console):
+    """prepare's progress callback: images/s, kept and dropped on the bar."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"),
-               TextColumn("kept {task.fields[kept]}, dropped {task.fields[dropped]}"), TimeRemainingColumn())
+    columns = lambda rp: (  # noqa: E731 - called only on a terminal, where rich is imported
+        rp.TextColumn("prepare"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TextColumn("{task.fields[rate]} img/s"),
+        rp.TextColumn("kept {task.fields[kept]}, dropped {task.fields[dropped]}"), rp.TimeRemainingColumn(),
+    )
     started = time.monotonic()
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("prepare", total=None, kept=0, dropped=0, rate="-")
+    with _terminal_progress(console, "prepare", columns=columns, kept=0, dropped=0, rate="-") as update:
 
-        def update(state):
+        def on_state(state) -> None:
             elapsed = time.monotonic() - started
             rate = f"{state.seen / elapsed:.1f}" if elapsed > 0 else "-"
-            progress.update(task, total=state.total, completed=state.seen, kept=state.kept, dropped=state.dropped, rate=rate)
+            update(total=state.total, completed=state.seen, kept=state.kept, dropped=state.dropped, rate=rate)
 
-        yield update
+        yield on_state
 
 
 def _prepare_table(report: dict):
@@ -471,21 +464,11 @@ def _evaluation_table(evaluation, core):
     return table
 
 
+@contextlib.contextmanager
 def _evaluate_progress(console):
-    """A rich progress bar on a terminal; elsewhere a callback that prints nothing."""
-    import contextlib
-
-    if not console.is_terminal:
-        return contextlib.nullcontext(None)
-    from rich.progress import Progress
-
-    @contextlib.contextmanager
-    def bar():
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("evaluating", total=None)
-            yield lambda done, total: progress.update(task, completed=done, total=total)
-
-    return bar()
+    """evaluate's progress callback: images done of the total."""
+    with _terminal_progress(console, "evaluating") as update:
+        yield lambda done, total: update(completed=done, total=total)
 
 
 # ---- colorize --------------------------------------------------------------------
@@ -563,9 +546,9 @@ def _report_colorize(results, *, json_output: bool) -> int:
 
     console = _stderr()
     failures = 0
-    with _progress(console, "colorizing") as advance:
+    with _terminal_progress(console, "colorizing") as update:
         for result in results:
-            advance()
+            update(advance=1)
             if not result.ok:
                 failures += 1
                 console.print(f"portraitcolor: {result.job.label}: {result.error}", markup=False, soft_wrap=True)
@@ -590,26 +573,25 @@ def echo_path(path) -> None:
     sys.stdout.buffer.flush()
 
 
-class _progress:
-    """A rich progress bar on stderr when it is a terminal; otherwise nothing at all."""
+@contextlib.contextmanager
+def _terminal_progress(console, description: str, *, columns=None, **fields):
+    """Yield update(**task_changes) for a transient rich progress bar on stderr when it is a
+    terminal; elsewhere (logs, pipes) an update that does nothing.
 
-    def __init__(self, console, description: str, total: Optional[int] = None) -> None:
-        self.console, self.description, self.total = console, description, total
-        self.bar = None
+    columns: a function of the rich.progress module giving the bar's columns (rich is
+    imported only when a bar is shown, so that pipelines never pay for it).
+    """
+    if not console.is_terminal:
+        yield lambda **changes: None
+        return
+    from rich import progress as rp
 
-    def __enter__(self):
-        if not self.console.is_terminal:
-            return lambda advance=1: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda advance=1: self.bar.advance(task, advance)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    chosen = columns(rp) if columns else (
+        rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn(),
+    )
+    with rp.Progress(*chosen, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=None, **fields)
+        yield lambda **changes: bar.update(task, **changes)
 
 
 # Registered last so that `portraitcolor --help` lists the jobs first, in the order they are used.
