@@ -318,8 +318,6 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     best = schedule.best_epoch([schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records])
     name = None
     if master and best is not None:
-        from .weights import WeightsStore, load_weights_file
-
         name = config.name or run_dir.name
         summary = {
             "data": str(Path(config.data).resolve()), "schedule": [p.to_dict() for p in phases], "loss": config.loss,
@@ -327,8 +325,23 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
             "batch_size": config.batch_size, "lr": config.lr, "lr_decay": config.lr_decay, "seed": config.seed, "world_size": world_size,
             "run_dir": str(run_dir),
         }
-        WeightsStore().save_model(load_weights_file(run_dir / BEST_WEIGHTS), name, training=summary, set_default=config.set_default)
+        _store_best(run_dir / BEST_WEIGHTS, name, summary, set_default=config.set_default)
     return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)
+
+
+def _store_best(best_path: Path, name: str, summary: dict, *, set_default: bool) -> None:
+    """Put the best epoch's weights into the store; if that fails for any reason, the error
+    says where the weights are and how to finish the job, so training is never lost."""
+    from .weights import WeightsError, WeightsStore, load_weights_file
+
+    try:
+        WeightsStore().save_model(load_weights_file(best_path), name, training=summary, set_default=set_default)
+    except (WeightsError, OSError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise TrainingError(
+            f"the trained model could not be stored ({reason}); its weights are kept in {best_path}: "
+            f"finish with: portraitcolor models import {best_path} --name {name}{' --default' if set_default else ''}"
+        ) from None
 
 
 # ---- validation and pictures -----------------------------------------------------------

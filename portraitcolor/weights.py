@@ -107,8 +107,9 @@ def save_weights(model, path: str | os.PathLike, *, training: dict | None = None
     return path
 
 
-# How pickles (protocol 2 and later) and torch.save's zip archives begin: named in the
-# refusal, since their first bytes read as an absurd safetensors header length.
+# How pickles (protocol 2 and later) and torch.save's zip archives begin. Looked for only
+# after a file fails to read as safetensors, to name what it is in the refusal: a valid
+# safetensors file whose header length is 128 modulo 256 also begins with 0x80.
 _PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")
 
 
@@ -119,24 +120,41 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict]:
         size = path.stat().st_size
         with open(path, "rb") as handle:
             prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise WeightsError(f"{path}: not a safetensors file (too short)")
-            if prefix.startswith(_PICKLE_MAGICS):
-                raise WeightsError(f"{path}: not a safetensors file (a pickle-based .pt/.pth file is refused)")
-            (header_length,) = struct.unpack("<Q", prefix)
-            if header_length > _MAX_HEADER_BYTES or 8 + header_length > size:
-                raise WeightsError(f"{path}: not a safetensors file, or truncated (bad header length)")
-            raw = handle.read(header_length)
+            header_length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
+            plausible = header_length is not None and header_length <= _MAX_HEADER_BYTES and 8 + header_length <= size
+            raw = handle.read(header_length) if plausible else b""
     except OSError as error:
         raise WeightsError(f"{path}: cannot read ({error.strerror or error})") from None
-    if raw[:1] != b"{":
-        raise WeightsError(f"{path}: not a safetensors file (a pickle-based .pt/.pth file is refused)")
+    header = _json_object(raw) if raw[:1] == b"{" else None
+    if header is None:
+        raise WeightsError(f"{path}: {_not_safetensors_reason(prefix, plausible, raw)}")
+    raw_metadata = header.pop("__metadata__", {}) or {}
+    data_bytes = size - 8 - header_length
+    _check_tensor_entries(path, header, data_bytes)
+    return header, _parse_metadata(path, raw_metadata)
+
+
+def _json_object(raw: bytes) -> dict | None:
     try:
-        header = json.loads(raw)
+        value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise WeightsError(f"{path}: corrupt safetensors header") from None
-    if not isinstance(header, dict):
-        raise WeightsError(f"{path}: corrupt safetensors header")
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _not_safetensors_reason(prefix: bytes, plausible: bool, raw: bytes) -> str:
+    """Why a file that failed to read as safetensors was refused, naming what it looks like."""
+    if prefix.startswith(_PICKLE_MAGICS):
+        return "not a safetensors file (a pickle-based .pt/.pth file is refused)"
+    if len(prefix) < 8:
+        return "not a safetensors file (too short)"
+    if not plausible:
+        return "not a safetensors file, or truncated (bad header length)"
+    if raw[:1] != b"{":
+        return "not a safetensors file (the header is not JSON)"
+    return "corrupt safetensors header"
+
+
     raw_metadata = header.pop("__metadata__", {}) or {}
     data_bytes = size - 8 - header_length
     _check_tensor_entries(path, header, data_bytes)

@@ -135,3 +135,20 @@ def test_ctrl_c_saves_and_tells_how_to_resume(tiny_set, tmp_path):
     assert process.returncode == 130, err.decode()
     assert f"--resume {run}" in err.decode() and out == b""
     assert torch.load(run / CHECKPOINT, weights_only=True)["epoch"] >= 1
+
+
+def test_a_failed_final_save_keeps_the_weights_and_says_how_to_finish(tiny_set, tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(WeightsStore, "save_model", full_disk)
+    with pytest.raises(TrainingError) as caught:
+        train(config_for(tiny_set, tmp_path, epochs=1, name="kept"))
+    message = str(caught.value)
+    best = tmp_path / "run" / "best.safetensors"
+    assert "No space left on device" in message and str(best) in message and "\n" not in message
+    assert f"portraitcolor models import {best} --name kept" in message
+    monkeypatch.undo()
+    # The command the message gives finishes the job.
+    subprocess.run([sys.executable, "-m", "portraitcolor", "models", "import", str(best), "--name", "kept"], check=True, cwd=REPO)
+    assert "kept" in WeightsStore().names()
