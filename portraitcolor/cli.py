@@ -189,6 +189,7 @@ class CropMode(str, Enum):
     center = "center"
     face = "face"
     none = "none"
+    random = "random"
 
 
 @app.command("prepare")
@@ -198,7 +199,12 @@ def prepare_command(
     files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE", help="Read more image paths from FILE (- for stdin), one per line."),
     null: bool = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0)."),
     size: Optional[int] = typer.Option(None, "--size", min=16, help="Side of the stored square images [default: 128, or the set's with --append]."),
-    crop: CropMode = typer.Option(CropMode.center, "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped)."),
+    crop: CropMode = typer.Option(CropMode.center, "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped); random: --crops-per-image squares at random places and scales (a quarter of the shorter side to all of it)."),
+    crops_per_image: int = typer.Option(4, "--crops-per-image", min=1, max=64, help="With --crop random: crops taken from each image."),
+    backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", metavar="DIR", help="Scene photos to composite cut-outs (images with a transparent background) onto, besides the cut-out on white."),
+    composites: int = typer.Option(4, "--composites", min=0, max=64, help="With --backgrounds: composites made of each cut-out, each on a random window of a random background."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random crops and composites (the same seed and file name give the same images)."),
+    repeat: int = typer.Option(1, "--repeat", min=1, max=100, help="Times each image added by this run is drawn per training epoch, so that a small source mixed into a large set is not drowned."),
     face_margin: float = typer.Option(0.6, "--face-margin", min=0.0, help="Room around the face box, as a fraction of its side, on each side."),
     val: Optional[float] = typer.Option(None, "--val", min=0.0, max=1.0, help="Fraction of images for validation, by a stable hash of the path [default: 0.05]."),
     test: Optional[float] = typer.Option(None, "--test", min=0.0, max=1.0, help="Fraction of images for test [default: 0.05]."),
@@ -239,6 +245,8 @@ def prepare_command(
         min_contrast=min_contrast, min_detail=min_detail, min_colorfulness=min_colorfulness,
         require_face=require_face, dedupe=dedupe, dedupe_distance=dedupe_distance, imdb_meta=imdb_meta,
         min_face_score=min_face_score, val=val, test=test, limit=limit,
+        backgrounds=None if backgrounds is None else str(backgrounds), composites=composites,
+        crops_per_image=crops_per_image, seed=seed, repeat=repeat,
     )
     console = _stderr()
     found = run_job(collect_sources, sources or [], files_from=listed)

@@ -5,6 +5,8 @@ One file holds every image of a set as uint8 LAB (L8, a8, b8; see lab.encode_lab
     /images   (N, S, S, 3) uint8, chunked by CHUNK_IMAGES images, compressed
     /sources  (N,) UTF-8 strings: the image's path relative to its source root
     /splits   (N,) uint8: index into SPLIT_NAMES
+    /repeats  (N,) uint8, optional: times the image is drawn per training epoch (1 when absent),
+              so that a small source mixed with a large one is not drowned (prepare --repeat)
 
 File attributes: format, format_version, size, color_space, tool_version, options
 (JSON), filter_report (JSON).  prepare writes it; train and evaluate read it.
@@ -26,6 +28,7 @@ COLOR_SPACE = "CIELAB D65, uint8: L8=round(L*255/100), a8=round(a+128), b8=round
 IMAGES = "images"
 SOURCES = "sources"
 SPLITS = "splits"
+REPEATS = "repeats"
 SPLIT_NAMES = ("train", "val", "test")
 CHUNK_IMAGES = 64
 COMPRESSION = "lzf"  # ships with h5py; several times faster to read than gzip
@@ -104,6 +107,9 @@ def _checked_info(path: Path, handle) -> SetInfo:
         raise DatasetError(f"{path}: /splits must be uint8 split codes, got {splits.dtype}")
     if h5py.check_string_dtype(sources.dtype) is None:
         raise DatasetError(f"{path}: /sources must hold strings, got {sources.dtype}")
+    repeats = handle.get(REPEATS)
+    if repeats is not None and not (isinstance(repeats, h5py.Dataset) and repeats.shape == (count,) and repeats.dtype == np.uint8):
+        raise DatasetError(f"{path}: /{REPEATS} must be uint8 with one entry per image")
     codes = splits[...]
     if count and int(codes.max()) >= len(SPLIT_NAMES):
         raise DatasetError(f"{path}: /splits holds an unknown split code")
@@ -238,6 +244,9 @@ class LabBatches:
             codes = handle[SPLITS][...]
             self.chunk = (handle[IMAGES].chunks or (CHUNK_IMAGES,))[0]
             self.rows = np.flatnonzero(codes == SPLIT_NAMES.index(split)).astype(np.int64)
+            # Training draws an image as many times per epoch as the set says; validation once.
+            repeats = handle[REPEATS][...][self.rows] if training and REPEATS in handle else np.ones(len(self.rows), np.int64)
+            self.draws = np.repeat(np.arange(len(self.rows)), np.maximum(repeats.astype(np.int64), 1))
             # A plain array (not an open handle) is safe to share with forked workers.
             self._memory = handle[IMAGES][...][self.rows] if self.in_memory and len(self.rows) else None
         if self.drop_last and len(self.rows) < batch_size:
@@ -247,7 +256,7 @@ class LabBatches:
 
     def __len__(self) -> int:
         """Batches per epoch (global batches, hence also per rank)."""
-        whole, rest = divmod(len(self.rows), self.batch_size)
+        whole, rest = divmod(len(self.draws), self.batch_size)
         return whole + (1 if rest and not self.drop_last else 0)
 
     def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
@@ -256,18 +265,18 @@ class LabBatches:
         self.start_batch = start_batch
 
     def epoch_order(self):
-        """Positions into self.rows in this epoch's order (before batching and sharding)."""
+        """Positions into self.rows in this epoch's order (before batching and sharding);
+        an image with repeats appears that many times."""
         import numpy as np
 
-        count = len(self.rows)
         if not self.shuffle:
-            return np.arange(count)
+            return self.draws
         rng = np.random.default_rng([self.seed, self.epoch, 0])
         if self.in_memory:
-            return rng.permutation(count)
-        chunk_of = self.rows // self.chunk
+            return rng.permutation(self.draws)
+        chunk_of = self.rows[self.draws] // self.chunk
         starts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1]])
-        groups = np.split(np.arange(count), starts[1:])
+        groups = np.split(self.draws, starts[1:])
         groups = [groups[i] for i in rng.permutation(len(groups))]
         windows = [np.concatenate(groups[i : i + SHUFFLE_CHUNKS]) for i in range(0, len(groups), SHUFFLE_CHUNKS)]
         return np.concatenate([rng.permutation(window) for window in windows])

@@ -565,11 +565,11 @@ def write_report(
     (directory / "images").mkdir(parents=True, exist_ok=True)
     groups = pick_cases(evaluation, seed=seed)
     rows = sorted({row for group in groups.values() for row in group})
-    strips = _render_strips(evaluation, rows, targets=targets, models=models, options=options, device=pick_device(options.device))
+    strips = render_strips(evaluation, rows, targets=targets, models=models, options=options, device=pick_device(options.device))
     strip_files = {}
     for row, image in strips.items():
         name = f"images/strip-{evaluation.keys[row]:06d}.png"
-        atomic_write_bytes(directory / name, _png_bytes(image))
+        atomic_write_bytes(directory / name, png_bytes(image))
         strip_files[row] = name
     curves = _copy_loss_curves(models, directory)
     write_csv(evaluation, directory / "per_image.csv")
@@ -578,7 +578,7 @@ def write_report(
     return directory / "index.html"
 
 
-def _render_strips(evaluation, rows, *, targets, models, options, device) -> dict[int, np.ndarray]:
+def render_strips(evaluation, rows, *, targets, models, options, device) -> dict[int, np.ndarray]:
     """Row -> strip (gray input | each model | truth) as uint8 RGB, recomputed for those images."""
     target = open_target([Path(t) for t in targets], options)
     wanted = {evaluation.keys[row]: row for row in rows}
@@ -588,11 +588,11 @@ def _render_strips(evaluation, rows, *, targets, models, options, device) -> dic
             tiles = [lab_to_rgb(predicted[GRAY][i])]
             tiles += [lab_to_rgb(predicted[m.label][i]) for m in models]
             tiles.append(batch.true_rgb[i])
-            strips[wanted[key]] = _strip(tiles)
+            strips[wanted[key]] = strip_image(tiles)
     return strips
 
 
-def _strip(tiles: list[np.ndarray]) -> np.ndarray:
+def strip_image(tiles: list[np.ndarray]) -> np.ndarray:
     from PIL import Image
 
     height, width = tiles[0].shape[:2]
@@ -608,7 +608,7 @@ def _strip(tiles: list[np.ndarray]) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, dataset
+from . import __version__, dataset, variants
 from .atomic import atomic_output
 from .inputs import image_files, utf8_name
 from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
@@ -53,9 +53,14 @@ REASONS = {
     "duplicate": "duplicate of a kept image",
 }
 SKIPPED_PRESENT = "already in the set"
+SKIPPED_BACKGROUND = "background unreadable (not used)"
+# --repeat is stored as uint8; more than this would let one source swamp an epoch anyway.
+MAX_REPEAT = 100
 NOTE_FACE_FALLBACK = "face crop fell back to center (no face found)"
 
-CROP_MODES = ("center", "face", "none")
+CROP_MODES = ("center", "face", "none", "random")
+# The name of a variant in the set: the photo's name, then what was made of it.
+_VARIANT_SUFFIX = re.compile(r"(#composite-\d+)?(#crop-\d+)?$")
 # Lightness histogram bins used to take out the colour that lightness explains (see _colorfulness).
 _L_BINS = 32
 # Big JPEGs are decoded at a reduced scale (see lab.read_image_reduced) keeping the
@@ -96,6 +101,11 @@ class PrepareOptions:
     val: float | None = None
     test: float | None = None
     limit: int | None = None
+    backgrounds: str | None = None  # folder of scene photos for composites of cut-outs
+    composites: int = 4  # composites per cut-out, with backgrounds
+    crops_per_image: int = 4  # with crop "random"
+    seed: int = 0  # the draws of composites and random crops
+    repeat: int = 1  # times each image is drawn per training epoch (stored per image)
 
 
 DEFAULT_SIZE = 128
@@ -203,54 +213,104 @@ class Kept:
     lab8: np.ndarray  # (S, S, 3) uint8
     phash: int
     face_fallback: bool
+    suffix: str = ""  # what was made of the photo: "" for the photo itself, "#crop-2", ...
 
 
 @dataclass(frozen=True)
 class Dropped:
     reason: str
     detail: str
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs besides the photo: the options, the set's size, and the
+    backgrounds that decoded (checked once by the parent)."""
+
+    options: PrepareOptions
+    size: int
+    backgrounds: tuple[str, ...] = ()
 
 
 def process_image(path: str | os.PathLike, options: PrepareOptions, size: int) -> Kept | Dropped:
-    """Decode, filter, crop, resize and convert one image (no shared state but the face cascade)."""
+    """One photo as one set image (the first of its variants)."""
+    return process_source(str(path), Path(path).name, Job(options, size))[0]
+
+
+def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
+    """Decode, filter, crop, resize and convert one photo into its set images: the photo
+    itself (or its random crops), then its composites when it is a cut-out. The first
+    result carries the photo's perceptual hash, by which duplicates are found."""
     from . import faces
 
+    options, size = job.options, job.size
     find_face = options.crop == "face" or options.require_face
+    factor = _FACE_DECODE_FACTOR if find_face else _DECODE_FACTOR
+    if options.crop == "random":
+        factor = round(_DECODE_FACTOR / variants.RANDOM_CROP_MIN_SCALE)
     try:
-        picture, (stored_width, stored_height) = read_image_reduced(
-            path, min_side=size * (_FACE_DECODE_FACTOR if find_face else _DECODE_FACTOR), max_pixels=options.max_pixels or sys.maxsize
-        )
+        picture, (stored_width, stored_height) = read_image_reduced(path, min_side=size * factor, max_pixels=options.max_pixels or sys.maxsize)
     except ImageReadError as error:
         reason = "too-large" if str(error).startswith("image is too large") else "unreadable"
-        return Dropped(reason, str(error))
+        return [Dropped(reason, str(error))]
     if min(stored_width, stored_height) < options.min_size:
-        return Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")
+        return [Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")]
     height, width = picture.height, picture.width
-    rgb = _over_white(picture.rgb, picture.alpha)
+    # Cut-out portraits are shown on white almost everywhere; what hides under alpha 0 is
+    # arbitrary (often black) and would teach nonsense.
+    rgb = variants.composite(picture.rgb, picture.alpha, 1.0) if picture.alpha is not None else picture.rgb
     face = faces.largest_face(_gray_uint8(rgb)) if find_face else None
+    rng = variants.source_rng(options.seed, name)
+    squares = _squares(height, width, face, rng, options, size)
+    # The photo is judged by its own crop (its central square for random crops): a blank,
+    # placeholder or grayscale photo gives no variants, and one hash per photo sends every
+    # variant of a duplicate with it.
+    base = faces.center_square(height, width) if options.crop == "random" else squares[""]
+    base_lab = rgb_to_lab(faces.resize_square(rgb if base is None else faces.crop_square(rgb, base), size))
+    rejection = _content_rejection(base_lab, options)
+    if rejection is not None:
+        return [rejection]
+    if options.require_face and face is None:
+        return [Dropped("no-face", "no frontal face found")]
+    phash = perceptual_hash(base_lab[..., 0])
+    frames = {"": rgb}
+    if job.backgrounds and variants.is_cutout(picture.alpha):
+        for k in range(options.composites):
+            background = variants.background_window(list(job.backgrounds), height, width, rng)
+            frames[f"#composite-{k}"] = variants.composite(picture.rgb, picture.alpha, background)
+    fell_back = options.crop == "face" and face is None
+    return [
+        _set_image(frame, square, size, options, phash=phash, face_fallback=fell_back, suffix=frame_suffix + crop_suffix)
+        for frame_suffix, frame in frames.items()
+        for crop_suffix, square in squares.items()
+    ]
+
+
+def _squares(height: int, width: int, face, rng, options: PrepareOptions, size: int) -> dict:
+    """The crops of a photo by name suffix: {"": (top, left, side)}, {"": None} for the whole
+    image, or {"#crop-0": ..., "#crop-1": ...} for random crops."""
+    from . import faces
+
     if options.crop == "none":
-        square = None
-    elif options.crop == "face" and face is not None:
-        square = faces.face_square(face, height, width, margin=options.face_margin)
-    else:
-        square = faces.center_square(height, width)
+        return {"": None}
+    if options.crop == "random":
+        found = variants.random_squares(height, width, options.crops_per_image, rng, min_side=min(size, options.min_size or size))
+        return {f"#crop-{k}": square for k, square in enumerate(found)}
+    if options.crop == "face" and face is not None:
+        return {"": faces.face_square(face, height, width, margin=options.face_margin)}
+    return {"": faces.center_square(height, width)}
+
+
+def _set_image(rgb: np.ndarray, square, size: int, options: PrepareOptions, *, phash: int, face_fallback: bool, suffix: str) -> Kept | Dropped:
+    from . import faces
+
     small = faces.resize_square(rgb if square is None else faces.crop_square(rgb, square), size)
     lab = rgb_to_lab(small)
     rejection = _content_rejection(lab, options)
     if rejection is not None:
-        return rejection
-    if options.require_face and face is None:
-        return Dropped("no-face", "no frontal face found")
-    return Kept(lab8=encode_lab8(lab), phash=perceptual_hash(lab[..., 0]), face_fallback=options.crop == "face" and face is None)
-
-
-def _over_white(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    # Cut-out portraits (transparent background) are shown on white almost everywhere;
-    # what hides under alpha 0 is arbitrary (often black) and would teach nonsense.
-    if alpha is None:
-        return rgb
-    alpha = alpha[..., None]
-    return rgb * alpha + (1.0 - alpha)
+        return dataclasses.replace(rejection, suffix=suffix)
+    return Kept(lab8=encode_lab8(lab), phash=phash, face_fallback=face_fallback, suffix=suffix)
 
 
 def _gray_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -380,27 +440,27 @@ def _worker_init(options: PrepareOptions) -> None:
     _worker_setup(options)
 
 
-def _process_batch(paths: list[str], options: PrepareOptions, size: int) -> list[Kept | Dropped]:
-    return [process_image(path, options, size) for path in paths]
+def _process_batch(items: list[tuple[str, str]], job: Job) -> list[list[Kept | Dropped]]:
+    return [process_source(path, name, job) for path, name in items]
 
 
-def _processed(paths: list[str], options: PrepareOptions, size: int, workers: int) -> Iterator[Kept | Dropped]:
-    """Results in input order; a bounded number of batches in flight, so memory stays flat
-    and stopping early (--limit, Ctrl-C) cancels what has not started."""
+def _processed(items: list[tuple[str, str]], job: Job, workers: int) -> Iterator[list[Kept | Dropped]]:
+    """Each (path, name)'s set images, in input order; a bounded number of batches in flight,
+    so memory stays flat and stopping early (--limit, Ctrl-C) cancels what has not started."""
     if workers <= 1:
-        _worker_setup(options)
-        for path in paths:
-            yield process_image(path, options, size)
+        _worker_setup(job.options)
+        for path, name in items:
+            yield process_source(path, name, job)
         return
-    batches = iter([paths[start : start + _BATCH] for start in range(0, len(paths), _BATCH)])
-    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(options,)) as pool:
-        pending = collections.deque(pool.submit(_process_batch, batch, options, size) for batch in itertools.islice(batches, workers * 4))
+    batches = iter([items[start : start + _BATCH] for start in range(0, len(items), _BATCH)])
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(job.options,)) as pool:
+        pending = collections.deque(pool.submit(_process_batch, batch, job) for batch in itertools.islice(batches, workers * 4))
         try:
             while pending:
                 results = pending.popleft().result()
                 following = next(batches, None)
                 if following is not None:
-                    pending.append(pool.submit(_process_batch, following, options, size))
+                    pending.append(pool.submit(_process_batch, following, job))
                 yield from results
         finally:
             for future in pending:
@@ -434,10 +494,12 @@ class SetWriter:
         if PHASHES not in handle:
             handle.create_dataset(PHASHES, shape=(0,), maxshape=(None,), dtype=np.uint64, chunks=(4096,))
         self.count = handle[dataset.IMAGES].shape[0]
-        self._buffer: list[tuple[str, int, np.ndarray, int]] = []
+        if dataset.REPEATS not in handle:  # a set from before repeats: each image drawn once
+            handle.create_dataset(dataset.REPEATS, data=np.ones(self.count, np.uint8), maxshape=(None,), chunks=(4096,))
+        self._buffer: list[tuple[str, int, np.ndarray, int, int]] = []
 
-    def add(self, name: str, split_code: int, lab8: np.ndarray, phash: int) -> None:
-        self._buffer.append((name, split_code, lab8, phash))
+    def add(self, name: str, split_code: int, lab8: np.ndarray, phash: int, repeat: int = 1) -> None:
+        self._buffer.append((name, split_code, lab8, phash, repeat))
         # Fill up to the next chunk boundary, so every block write covers whole chunks.
         if len(self._buffer) >= dataset.CHUNK_IMAGES - self.count % dataset.CHUNK_IMAGES:
             self.flush()
@@ -445,10 +507,11 @@ class SetWriter:
     def flush(self) -> None:
         if not self._buffer:
             return
-        names, codes, images, hashes = zip(*self._buffer)
+        names, codes, images, hashes, repeats = zip(*self._buffer)
         start, end = self.count, self.count + len(names)
         for key, values in ((dataset.IMAGES, np.stack(images)), (dataset.SOURCES, list(names)),
-                            (dataset.SPLITS, np.array(codes, np.uint8)), (PHASHES, np.array(hashes, np.uint64))):
+                            (dataset.SPLITS, np.array(codes, np.uint8)), (PHASHES, np.array(hashes, np.uint64)),
+                            (dataset.REPEATS, np.array(repeats, np.uint8))):
             self.handle[key].resize(end, axis=0)
             self.handle[key][start:end] = values
         self.count = end
@@ -498,13 +561,15 @@ def prepare(
         raise PrepareError(f"{output} exists: use --append to add to it or --overwrite to replace it")
     if options.crop not in CROP_MODES:
         raise PrepareError(f"unknown crop mode {options.crop!r} (use one of {', '.join(CROP_MODES)})")
+    if not 1 <= options.repeat <= MAX_REPEAT:
+        raise PrepareError(f"--repeat must be between 1 and {MAX_REPEAT}, got {options.repeat}")
     appending = append and output.exists()
     previous = _previous_set(output) if appending else None
     options = _resolve_options(options, previous)
     size = options.size
     workers = workers or default_workers()
-
     counts = RunCounts()
+    job = Job(options, size, _checked_backgrounds(options, counts))
     with atomic_output(output) as temporary, _WriteGuard(output):
         if appending:
             shutil.copyfile(output, temporary)
@@ -514,19 +579,21 @@ def prepare(
             # Written last (in _finish): until then the file is not a set to any reader.
             handle.attrs.pop("format", None)
             writer = SetWriter(handle, size)
-            present = {_text(name) for name in handle[dataset.SOURCES][...]}
+            present = {_photo_name(_text(name)) for name in handle[dataset.SOURCES][...]}
             hashes = HashIndex(options.dedupe_distance) if options.dedupe else None
             if hashes is not None:
                 for value in _existing_hashes(handle):
                     hashes.add(value)
             todo = _pending_sources(sources, present, options, counts)
-            state = Progress(total=len(todo) + counts.seen)
-            state.seen = state.dropped = counts.seen
-            results = _processed([str(source.path) for source in todo], options, size, workers)
+            # Progress counts photos; kept and dropped count set images (a photo can give several).
+            already = counts.seen
+            state = Progress(total=len(todo) + already)
+            state.seen = state.dropped = already
+            results = _processed([(str(source.path), source.name) for source in todo], job, workers)
             try:
-                for source, result in zip(todo, results):
+                for done, (source, result) in enumerate(zip(todo, results), start=1):
                     _account(source, result, writer, hashes, options, counts)
-                    state.seen, state.kept, state.dropped = counts.seen, counts.kept, counts.dropped_total
+                    state.seen, state.kept, state.dropped = already + done, counts.kept, counts.dropped_total
                     if progress is not None:
                         progress(state)
                     if options.limit is not None and counts.kept >= options.limit:
@@ -602,6 +669,7 @@ class RunCounts:
     notes: collections.Counter = field(default_factory=collections.Counter)
     splits: collections.Counter = field(default_factory=collections.Counter)
     dropped_files: dict = field(default_factory=lambda: collections.defaultdict(list))
+    bad_backgrounds: list = field(default_factory=list)
 
     @property
     def dropped_total(self) -> int:
@@ -658,23 +726,48 @@ def _pending_sources(sources: list[Source], present: set[str], options: PrepareO
     return todo
 
 
-def _account(source: Source, result: Kept | Dropped, writer: SetWriter, hashes: HashIndex | None,
+def _account(source: Source, results: list[Kept | Dropped], writer: SetWriter, hashes: HashIndex | None,
              options: PrepareOptions, counts: RunCounts) -> None:
-    if isinstance(result, Dropped):
-        counts.drop(source.name, result.reason, result.detail)
-        return
-    if hashes is not None:
-        if hashes.contains_near(result.phash):
-            counts.drop(source.name, "duplicate", f"within {options.dedupe_distance} bits of a kept image")
+    """Store or count each set image made of one photo. All of them take the photo's split
+    (by the hash of its name), so a photo and its variants never land in two splits."""
+    first_kept = next((result for result in results if isinstance(result, Kept)), None)
+    if hashes is not None and first_kept is not None:
+        if hashes.contains_near(first_kept.phash):
+            for result in results:
+                counts.drop(source.name + result.suffix, "duplicate", f"within {options.dedupe_distance} bits of a kept image")
             return
-        hashes.add(result.phash)
+        hashes.add(first_kept.phash)
     split = dataset.split_for(source.name, val=options.val, test=options.test)
-    writer.add(source.name, dataset.SPLIT_NAMES.index(split), result.lab8, result.phash)
-    counts.seen += 1
-    counts.kept += 1
-    counts.splits[split] += 1
-    if result.face_fallback:
-        counts.notes[NOTE_FACE_FALLBACK] += 1
+    for result in results:
+        if isinstance(result, Dropped):
+            counts.drop(source.name + result.suffix, result.reason, result.detail)
+            continue
+        writer.add(source.name + result.suffix, dataset.SPLIT_NAMES.index(split), result.lab8, result.phash, options.repeat)
+        counts.seen += 1
+        counts.kept += 1
+        counts.splits[split] += 1
+        if result.face_fallback:
+            counts.notes[NOTE_FACE_FALLBACK] += 1
+
+
+def _photo_name(name: str) -> str:
+    """The photo a set image was made of ("a.png#composite-1#crop-0" -> "a.png")."""
+    return _VARIANT_SUFFIX.sub("", name, count=1)
+
+
+def _checked_backgrounds(options: PrepareOptions, counts: RunCounts) -> tuple[str, ...]:
+    """The backgrounds that decode; the others are counted as skipped and named in the report."""
+    if options.backgrounds is None:
+        return ()
+    if not Path(options.backgrounds).is_dir():
+        raise PrepareError(f"--backgrounds {options.backgrounds}: not a folder")
+    good, bad = variants.usable_backgrounds(options.backgrounds)
+    for path, reason in bad:
+        counts.skipped[SKIPPED_BACKGROUND] += 1
+        counts.bad_backgrounds.append({"source": utf8_name(path), "why": reason})
+    if not good:
+        raise PrepareError(f"--backgrounds {options.backgrounds}: no readable image in the folder")
+    return tuple(good)
 
 
 def _drop_summary(counts: RunCounts) -> str:
@@ -700,6 +793,7 @@ def _report(output: Path, counts: RunCounts, options: PrepareOptions, writer: Se
         "reasons": dict(REASONS),
         "options": _options_record(options),
         "dropped_files": {reason: counts.dropped_files[reason] for reason in REASONS if reason in counts.dropped_files},
+        "unreadable_backgrounds": counts.bad_backgrounds,
     }
 
 

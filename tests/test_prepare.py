@@ -346,15 +346,15 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_failure_mid_write_leaves_no_output(tmp_path, portrait_dir, monkeypatch):
     calls = []
-    real = prep.process_image
+    real = prep.process_source
 
-    def failing(path, opts, size):
+    def failing(path, name, job):
         calls.append(path)
         if len(calls) == 7:
             raise RuntimeError("disk on fire")
-        return real(path, opts, size)
+        return real(path, name, job)
 
-    monkeypatch.setattr(prep, "process_image", failing)
+    monkeypatch.setattr(prep, "process_source", failing)
     monkeypatch.setattr(dataset, "CHUNK_IMAGES", 2)  # blocks really reach the file before the failure
     out = tmp_path / "set.h5"
     with pytest.raises(RuntimeError):
