@@ -313,13 +313,14 @@ class LrDecay(str, Enum):
 def train_command(
     data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs in all (default 20, or the sum of the phases' own counts)."),
-    loss: str = typer.Option("mae,ssim", "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan."),
+    loss: str = typer.Option("mae,ssim", "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan | mae+rebalanced. Terms: mae, mse, ssim, rebalanced (MAE weighted by colour rarity), gan."),
     switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
     lr_decay: LrDecay = typer.Option(LrDecay.none, "--lr-decay", help="none: a constant rate (the paper's); cosine: decay along half a cosine to 5% of --lr by the last step."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
     width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model's weights (a store name, builtin, or a .safetensors path) instead of random ones: fine-tuning. --width must match it."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop when the last phase has not improved for N epochs."),
@@ -341,7 +342,7 @@ def train_command(
         raise fail("give the set to train on (SET.h5), or --resume RUN", code=EXIT_USAGE)
     config = TrainConfig(
         data=str(data) if data else "", epochs=epochs, loss=loss, switch_on_plateau=switch_on_plateau, lr=lr, lr_decay=lr_decay.value,
-        batch_size=batch_size, width=width, seed=seed, device=device, compile=compile_model, patience=patience,
+        batch_size=batch_size, width=width, init=init, seed=seed, device=device, compile=compile_model, patience=patience,
         run_dir=str(run_dir) if run_dir else None, resume=resume, name=name, set_default=set_default,
         in_memory=in_memory, workers=workers,
     )

@@ -59,11 +59,45 @@ def mse_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction.float(), target.float())
 
 
+# Class rebalancing (Zhang, Isola, Efros 2016, "Colorful Image Colorization"), for a
+# regression loss: ab histogram bins per axis over the network's 0..1 range (16 CIELAB
+# units a bin), and how much of a uniform distribution is mixed into the empirical one
+# (their lambda), which bounds the weight of the rarest colours.
+REBALANCE_BINS = 16
+REBALANCE_MIX = 0.5
+
+
+def rebalanced_mae(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image MAE with each pixel weighted by how rare its true colour is in the batch:
+    (B, 2, H, W) x2 -> (B,).
+
+    Plain MAE lets the many near-gray and skin-coloured pixels outvote the few saturated
+    ones (a blue shirt, a red wall), so it pays to paint everything a safe brown. Weights
+    are 1 / ((1 - MIX) * p + MIX / K) for a colour bin of batch frequency p among K occupied
+    bins, scaled so that the batch's mean weight is 1. They come from the batch itself, so
+    the loss needs no statistics of the training set and stays a pure function.
+    """
+    prediction, target = prediction.float(), target.float()
+    bins = (target.detach().clamp(0, 1 - 1e-6) * REBALANCE_BINS).long()  # (B, 2, H, W)
+    index = bins[:, 0] * REBALANCE_BINS + bins[:, 1]  # (B, H, W)
+    counts = torch.bincount(index.flatten(), minlength=REBALANCE_BINS**2).float()
+    frequency = counts / counts.sum()
+    occupied = (counts > 0).sum().clamp_min(1)
+    weights = 1.0 / ((1 - REBALANCE_MIX) * frequency + REBALANCE_MIX / occupied)
+    weights = weights / (frequency * weights).sum()  # mean weight over the batch's pixels: 1
+    error = (prediction - target).abs().mean(dim=1)  # (B, H, W)
+    return (weights[index] * error).mean(dim=(1, 2))
+
+
+def rebalanced_mae_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return rebalanced_mae(prediction, target).mean()
+
+
 # ---- losses of a schedule phase ------------------------------------------------------
 
 # The reconstruction losses a --loss phase can combine; "gan" is handled by the loop,
 # which owns the discriminator.
-RECONSTRUCTION_LOSSES = {"mae": mae_loss, "mse": mse_loss, "ssim": ssim_loss}
+RECONSTRUCTION_LOSSES = {"mae": mae_loss, "mse": mse_loss, "ssim": ssim_loss, "rebalanced": rebalanced_mae_loss}
 
 
 def reconstruction_loss(terms, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

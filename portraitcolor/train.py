@@ -40,6 +40,7 @@ class TrainConfig:
     lr_decay: str = "none"
     batch_size: int = 32
     width: int = 64
+    init: str | None = None  # start from this model's weights (store name or path): fine-tuning
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -155,6 +156,8 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     # -- the networks and their optimizers (same seed on every rank: same initial weights)
     torch.manual_seed(config.seed)
     model = UNet(UNetConfig(width=config.width, size=info.size))
+    if config.init and not checkpoint:  # a resumed run has its own weights in the checkpoint
+        _load_initial_weights(model, config.init)
     discriminator = PatchDiscriminator(width=config.width) if adversarial else None
     if world_size > 1:
         model = _sync_batch_norm(model, device)
@@ -323,10 +326,21 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
             "data": str(Path(config.data).resolve()), "schedule": [p.to_dict() for p in phases], "loss": config.loss,
             "epochs": len(records), "best_epoch": best + 1, "validation": records[best],
             "batch_size": config.batch_size, "lr": config.lr, "lr_decay": config.lr_decay, "seed": config.seed, "world_size": world_size,
+            "init": config.init,
             "run_dir": str(run_dir),
         }
         _store_best(run_dir / BEST_WEIGHTS, name, summary, set_default=config.set_default)
     return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)
+
+
+def _load_initial_weights(model, spec: str) -> None:
+    """Fine-tuning: copy a stored model's weights into the new network, which must have its shape."""
+    from .weights import resolve_model
+
+    start = resolve_model(spec)
+    if start.config.width != model.config.width:
+        raise TrainingError(f"--init {spec}: that model has width {start.config.width}, the run asks for --width {model.config.width}")
+    model.load_state_dict(start.state_dict())
 
 
 def _store_best(best_path: Path, name: str, summary: dict, *, set_default: bool) -> None:
@@ -353,10 +367,11 @@ def _validate(model, val_loader, device, precision) -> dict:
 
     from . import device as devices
     from .lab import ab_to_net
-    from .losses import ssim
+    from .losses import rebalanced_mae, ssim
 
     gray_value = float(ab_to_net(0.0))  # a = b = 0: the gray the network would have to beat
-    sums = {key: 0.0 for key in ("mae", "mse", "ssim", "psnr", "gray_mae", "gray_mse", "gray_ssim", "gray_psnr")}
+    names = ("mae", "mse", "ssim", "psnr", "rebalanced")
+    sums = {prefix + name: 0.0 for prefix in ("", "gray_") for name in names}
     count = 0
     model.eval()
     with torch.no_grad():
@@ -372,6 +387,7 @@ def _validate(model, val_loader, device, precision) -> dict:
                 sums[prefix + "mse"] += float(mse.sum())
                 sums[prefix + "ssim"] += float(ssim(guess, ab).sum())
                 sums[prefix + "psnr"] += float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).sum())
+                sums[prefix + "rebalanced"] += float(rebalanced_mae(guess, ab).sum())
             count += len(ab)
     model.train()
     return {f"val_{key}": value / count for key, value in sums.items()}

@@ -11,6 +11,8 @@ from portraitcolor.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     mae_loss,
+    rebalanced_mae,
+    rebalanced_mae_loss,
     reconstruction_loss,
     ssim,
     ssim_loss,
@@ -81,3 +83,26 @@ def test_patch_discriminator_shapes_and_adversarial_losses():
     assert torch.isfinite(ab.grad).all()
     confident = discriminator_loss(torch.full((1, 1, 2, 2), 20.0), torch.full((1, 1, 2, 2), -20.0))
     assert float(confident) < 1e-6
+
+
+def test_rebalanced_mae_weights_rare_colours_up_and_keeps_a_mean_weight_of_one():
+    target = torch.full((2, 2, 16, 16), 0.5)
+    target[:, :, :2, :] = torch.tensor([0.8, 0.2])[:, None, None]  # a rare saturated colour: 1/8 of the pixels
+    uniform = target + 0.05
+    # The same error everywhere: the weights average to 1, so the loss is that error.
+    assert torch.allclose(rebalanced_mae(uniform, target), torch.full((2,), 0.05), atol=1e-6)
+    common_wrong, rare_wrong = target.clone(), target.clone()
+    common_wrong[:, :, 2:4, :] += 0.1  # as many common pixels wrong as there are rare ones
+    rare_wrong[:, :, :2, :] += 0.1
+    assert torch.allclose(mae_loss(common_wrong, target), mae_loss(rare_wrong, target))
+    # Two occupied bins, p = 1/8 and 7/8: weights 1 / (p / 2 + 1 / 4), a ratio of 2.2.
+    ratio = float(rebalanced_mae_loss(rare_wrong, target)) / float(rebalanced_mae_loss(common_wrong, target))
+    assert ratio == pytest.approx((7 / 16 + 1 / 4) / (1 / 16 + 1 / 4), rel=1e-4)
+
+
+def test_rebalanced_loss_trains_through_a_schedule_phase():
+    prediction = torch.rand(2, 2, 16, 16, requires_grad=True)
+    target = torch.rand(2, 2, 16, 16)
+    loss = reconstruction_loss((("mae", 1.0), ("rebalanced", 0.5)), prediction, target)
+    loss.backward()
+    assert torch.isfinite(loss) and prediction.grad is not None and torch.isfinite(prediction.grad).all()

@@ -152,3 +152,16 @@ def test_a_failed_final_save_keeps_the_weights_and_says_how_to_finish(tiny_set, 
     # The command the message gives finishes the job.
     subprocess.run([sys.executable, "-m", "portraitcolor", "models", "import", str(best), "--name", "kept"], check=True, cwd=REPO)
     assert "kept" in WeightsStore().names()
+
+
+def test_init_fine_tunes_from_a_stored_model(tiny_set, tmp_path):
+    first = train(config_for(tiny_set, tmp_path, epochs=1, width=4, name="start", run_dir=str(tmp_path / "first")))
+    start = WeightsStore().load(first.model_name).state_dict()
+    # With a learning rate of 0 only batch-norm statistics move: the convolutions are the start's.
+    tuned = train(config_for(tiny_set, tmp_path, epochs=1, width=4, lr=0.0, init="start", name="tuned", run_dir=str(tmp_path / "tuned")))
+    weights = WeightsStore().load(tuned.model_name).state_dict()
+    convolutions = [key for key in start if key.endswith("weight") and start[key].ndim == 4]
+    assert convolutions and all(torch.equal(start[key], weights[key]) for key in convolutions)
+    assert WeightsStore().info("tuned").metadata["training"]["init"] == "start"
+    with pytest.raises(TrainingError, match="width 4"):
+        train(config_for(tiny_set, tmp_path, epochs=1, width=8, init="start", run_dir=str(tmp_path / "wide")))
