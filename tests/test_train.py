@@ -141,14 +141,13 @@ def test_a_failed_final_save_keeps_the_weights_and_says_how_to_finish(tiny_set, 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(WeightsStore, "save_model", full_disk)
-    with pytest.raises(TrainingError) as caught:
+    with monkeypatch.context() as patched, pytest.raises(TrainingError) as caught:
+        patched.setattr(WeightsStore, "save_model", full_disk)
         train(config_for(tiny_set, tmp_path, epochs=1, name="kept"))
     message = str(caught.value)
     best = tmp_path / "run" / "best.safetensors"
     assert "No space left on device" in message and str(best) in message and "\n" not in message
     assert f"portraitcolor models import {best} --name kept" in message
-    monkeypatch.undo()
     # The command the message gives finishes the job.
     subprocess.run([sys.executable, "-m", "portraitcolor", "models", "import", str(best), "--name", "kept"], check=True, cwd=REPO)
     assert "kept" in WeightsStore().names()
