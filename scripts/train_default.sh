@@ -93,7 +93,7 @@ echo "training wall time: $(( $(date +%s) - start )) s" | tee "$WORK/train_secon
 
 $pc evaluate "$WORK/headshots.h5" --model people --split test --json --report "$WORK/report" > "$WORK/evaluate_headshots.json"
 if [ -n "${YARDSTICK:-}" ]; then
-  $py scripts/yardstick.py "$YARDSTICK" -m builtin -m people --strip "$WORK/yardstick_worst.png" --json "$WORK/yardstick.json" \
+  $py scripts/yardstick.py "$YARDSTICK" -m builtin -m people --strip "$WORK/yardstick_worst.png" --sample-strip "$WORK/yardstick_sample.png" --json "$WORK/yardstick.json" \
     | tee "$WORK/yardstick.md"
 fi
 $pc models export people portraitcolor/data/default.safetensors

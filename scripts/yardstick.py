@@ -7,7 +7,7 @@ Every model runs on the same photos (made gray, centre-cropped to the model's si
 `portraitcolor evaluate` does) and the table gives, per model: ab error as a ratio of the
 gray baseline's, CIEDE2000, PSNR beside gray's, the colourfulness ratio to the truth, and
 the share of photos on which the model's ab error beats gray's. --strip writes the photos
-where the first model does worst against gray: gray input | each model | truth.
+where the last model does worst against gray: gray input | each model | truth.
 
 Why a separate yardstick: a held-out split of the training corpus shares its studio, its
 backgrounds and its clothes, so it cannot show a model that paints everything in skin
@@ -39,7 +39,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("photos", nargs="+", help="folders or files of colour photos (never trained on)")
     parser.add_argument("-m", "--model", action="append", dest="models", help="store name or .safetensors path (repeatable; default: the default model)")
     parser.add_argument("--worst", type=int, default=8, help="photos in the worst-cases strip")
-    parser.add_argument("--strip", type=Path, help="PNG of the worst cases of the first model")
+    parser.add_argument("--strip", type=Path, help="PNG of the worst cases of the last model (list the new model last)")
+    parser.add_argument("--sample-strip", type=Path, help="PNG of a seeded random sample of --worst photos, for before/after pictures")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     parser.add_argument("--device", default="cpu")
     return parser.parse_args(argv)
@@ -80,10 +81,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def worst_strip(evaluation: ev.Evaluation, models: list[ev.ModelUnderTest], targets: list[str], count: int, device) -> np.ndarray:
-    """The photos where the first model's ab error is highest against gray's, stacked."""
-    first = evaluation.methods[models[0].label]["ab_mae"] / np.maximum(evaluation.methods[ev.GRAY]["ab_mae"], 1e-6)
-    rows = [int(row) for row in np.argsort(-first, kind="stable")[:count]]
+def worst_rows(evaluation: ev.Evaluation, label: str, count: int) -> list[int]:
+    """The photos where the model's ab error is highest against gray's."""
+    ratio = evaluation.methods[label]["ab_mae"] / np.maximum(evaluation.methods[ev.GRAY]["ab_mae"], 1e-6)
+    return [int(row) for row in np.argsort(-ratio, kind="stable")[:count]]
+
+
+def sample_rows(evaluation: ev.Evaluation, count: int, seed: int = 0) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return sorted(int(row) for row in rng.choice(evaluation.count, size=min(count, evaluation.count), replace=False))
+
+
+def stacked_strips(evaluation: ev.Evaluation, rows: list[int], models: list[ev.ModelUnderTest], targets: list[str], device) -> np.ndarray:
+    """gray | each model | truth for each row, one strip under the other."""
     strips = ev.render_strips(evaluation, rows, targets=targets, models=models, options=ev.EvaluateOptions(), device=device)
     stacked = [strips[row] for row in rows]
     gap = np.full((4, stacked[0].shape[1], 3), 255, np.uint8)
@@ -93,20 +103,27 @@ def worst_strip(evaluation: ev.Evaluation, models: list[ev.ModelUnderTest], targ
 def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     models = load(options.models)
-    rows, evaluation = [], None
+    rows, evaluations = [], []
     for m in models:
         # One model at a time: evaluate compares at most two, and each gets its own render size.
         result = ev.evaluate(options.photos, models=[m], options=ev.EvaluateOptions(device=options.device))
         for source, reason in result.failures:
             print(f"{source}: {reason}", file=sys.stderr)
         rows.append(figures(result, m.label))
-        evaluation = evaluation or result
+        evaluations.append(result)
     print(table(rows))
     print(f"\n{rows[0]['images']} photos: {', '.join(map(str, options.photos))}")
+    columns = f"gray | {' | '.join(m.label for m in models)} | truth"
+    device = pick_device(options.device)
     if options.strip:
-        image = worst_strip(evaluation, models, options.photos, options.worst, pick_device(options.device))
-        atomic_write_bytes(options.strip, ev.png_bytes(image))
-        print(f"worst cases of {models[0].label} (gray | {' | '.join(m.label for m in models)} | truth): {options.strip}", file=sys.stderr)
+        # Worst cases of the last model: list the new model last, after the ones it replaces.
+        picked = worst_rows(evaluations[-1], models[-1].label, options.worst)
+        atomic_write_bytes(options.strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, device)))
+        print(f"worst cases of {models[-1].label} ({columns}): {options.strip}", file=sys.stderr)
+    if options.sample_strip:
+        picked = sample_rows(evaluations[0], options.worst)
+        atomic_write_bytes(options.sample_strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, device)))
+        print(f"seeded random sample ({columns}): {options.sample_strip}", file=sys.stderr)
     if options.json:
         options.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
