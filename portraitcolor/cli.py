@@ -152,6 +152,8 @@ def models_import(
     from .weights import WeightsStore
 
     info = run_job(WeightsStore().add_file, file, name or file.stem, set_default=default, replace=replace)
+    if default:
+        _say_default(info.name)
     typer.echo(info.name)
 
 
@@ -180,6 +182,12 @@ def models_default(name: str = typer.Argument(..., help="Model name ('builtin' f
     from .weights import WeightsStore
 
     run_job(WeightsStore().set_default, name)
+    _say_default(name)
+
+
+def _say_default(name: str) -> None:
+    """Every change of the default model is said, on stderr."""
+    _stderr().print(f"default model is now {name}", markup=False, soft_wrap=True)
 
 
 # ---- prepare ---------------------------------------------------------------------
@@ -351,6 +359,8 @@ def train_command(
     except TrainingInterrupted as stopped:  # checkpoint saved; the message says how to resume
         raise fail(str(stopped), code=130) from None
     if result.model_name:
+        if set_default:
+            _say_default(result.model_name)
         typer.echo(result.model_name)
 
 

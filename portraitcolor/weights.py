@@ -326,7 +326,9 @@ class WeightsStore:
             "sha256": sha256_of(target),
             "added": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        if set_default or index.get("default") is None:
+        # The default changes only when asked: a new model, even the first in the store, may
+        # be worse than the packaged one, and would silently colour every later photo.
+        if set_default:
             index["default"] = name
         self._write_index(index)
         return self.info(name)

@@ -35,7 +35,9 @@ def test_half_precision_file_is_smaller_and_loads(tmp_path):
 def test_store_import_default_export_remove(tmp_path, tiny_model_file, monkeypatch):
     store = WeightsStore()
     info = store.add_file(tiny_model_file, "tiny")
-    assert info.is_default and store.default_name() == "tiny"  # the first model becomes the default
+    # Even the first model of a store becomes the default only when asked.
+    assert not info.is_default and store.default_name() is None
+    store.set_default("tiny")
     assert resolve_model().config.width == 4
     (tmp_path / "out").mkdir()
     exported = store.export("tiny", tmp_path / "out")
@@ -111,9 +113,12 @@ def test_bad_headers_are_refused(tmp_path, tiny_model_file, change, message):
 def test_models_cli(tmp_path, tiny_model_file):
     assert run_cli("models", "import", str(tiny_model_file), "--name", "mine", check=True).stdout.strip() == b"mine"
     listing = run_cli("models", "list", check=True).stdout.decode()
-    assert "* mine" in listing and "width 4" in listing
+    assert "* builtin" in listing and "* mine" not in listing and "mine" in listing and "width 4" in listing
     shown = json.loads(run_cli("models", "show", "mine", check=True).stdout)
-    assert shown["config"] == {"width": 4, "size": 32} and shown["default"] is True
+    assert shown["config"] == {"width": 4, "size": 32} and shown["default"] is False
+    switched = run_cli("models", "default", "mine", check=True)
+    assert switched.stderr.decode().strip() == "default model is now mine"
+    assert json.loads(run_cli("models", "show", "mine", check=True).stdout)["default"] is True
     run_cli("models", "export", "mine", str(tmp_path / "copy.safetensors"), check=True)
     assert read_header(tmp_path / "copy.safetensors")[1]["config"]["width"] == 4
     missing = run_cli("models", "show", "nope")
