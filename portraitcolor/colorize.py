@@ -184,7 +184,26 @@ def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | N
 
     Folder inputs mirror their relative layout under output_dir; files go to
     output_dir/NAME; without output_dir a result goes beside its input as <stem>_color<ext>.
+    Every output is distinct: an input whose output another input already claimed fails.
     """
+    return _distinct_outputs(_planned(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=stdin_bytes))
+
+
+def _distinct_outputs(planned: Iterable[Job | Result]) -> Iterator[Job | Result]:
+    """Refuse a second job for one output file: it would silently replace the first result
+    (`colorize a/face.png b/face.png -O out`)."""
+    claimed: dict[str, str] = {}
+    for item in planned:
+        if isinstance(item, Job) and item.output is not None:
+            key = os.path.realpath(item.output)
+            if key in claimed:
+                item = Result(item, ok=False, error=f"output {item.output} is already the output of {claimed[key]} (give the inputs distinct names, or -O with their folders)")
+            else:
+                claimed[key] = item.label
+        yield item
+
+
+def _planned(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:
     for text in inputs:
         if text == "-":
             target = None if output in (None, "-") else Path(output)

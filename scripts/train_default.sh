@@ -3,24 +3,25 @@
 #   corpora (PyPI, Debian, folders of photos given as arguments) -> prepare -> train
 #   -> evaluate (headshots test split; the out-of-domain yardstick when given) -> export.
 #
-# Usage: scripts/train_default.sh WORKDIR PHOTO_FOLDER...
-#   e.g. scripts/train_default.sh work-default ../shared/data/people/train/*
-#        YARDSTICK=../shared/data/people/yardstick/interfaces_cc0 scripts/train_default.sh work-default ...
-# The photo folders hold colour photos of people (every licence must allow an MIT model;
-# MODEL_CARD.md lists the ones the shipped model used). Settings below can be overridden
-# from the environment.
+# Usage: scripts/train_default.sh WORKDIR FOLDER[:CROPS[:REPEAT]]...
+#   The shipped model:
+#   P=../shared/data/people/train; export YARDSTICK=../shared/data/people/yardstick/interfaces_cc0
+#   scripts/train_default.sh work-default $P/pixabay_cc0:4:2 $P/london_ccby:2 $P/us_congress_pd:1
+# Each FOLDER holds colour photos of people (every licence must allow an MIT model; MODEL_CARD.md
+# lists the ones the shipped model used), cropped CROPS times at random and drawn REPEAT times
+# per epoch. Settings below can be overridden from the environment; SHIP is where the model goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ]; then
-  sed -n 2,11p "$0" >&2
+  sed -n 2,12p "$0" >&2
   exit 2
 fi
 WORK=$1
 shift
 PHOTOS=("$@")
 WIDTH=${WIDTH:-16}
-LOSS=${LOSS:-mae+rebalanced:18}
+LOSS=${LOSS:-mae+0.5*rebalanced:5}
 BATCH=${BATCH:-16}
 LR=${LR:-0.002}
 DEVICE=${DEVICE:-auto}
@@ -61,20 +62,34 @@ if [ ! -d "$scenes" ]; then
   done
 fi
 
-# ---- the training set --------------------------------------------------------------------
+# ---- stage 1: the headshots model (the packaged model of 0.1.0) ----------------------------
+# Faces, skin, lips and hair are learnt well from the clean headshots; the second stage
+# starts from this model instead of random weights.
+[ -f "$WORK/headshots.h5" ] || $pc prepare "$headshots" -o "$WORK/headshots.h5" --crop face --face-margin 0.8 --dedupe \
+  --val 0.05 --test 0.15 --report "$WORK/prepare_report.json"
+if [ ! -f "$WORK/run-headshots/best.safetensors" ]; then
+  $pc train "$WORK/headshots.h5" --width "$WIDTH" --loss "${STAGE1_LOSS:-mae:40,ssim:12}" --batch-size "$BATCH" --lr "$LR" \
+    --lr-decay cosine --seed "$SEED" --device "$DEVICE" --run-dir "$WORK/run-headshots" --name headshots
+fi
+
+# ---- stage 2: people, scenes and composites ------------------------------------------------
 # One set, split 5% val / 15% test by a hash of each photo's name (its composites and crops
-# go with it). The headshots come first and with the same split as headshots.h5 below, so
-# that set's test faces are never trained on.
+# go with it). The headshots come first, with the split of headshots.h5, so that set's test
+# faces are never trained on.
 set_file="$WORK/people.h5"
 if [ ! -f "$set_file" ]; then
+  rm -f "$set_file.building"
   # Headshots: face crops on white, plus 4 composites of each cut-out onto scene windows.
-  $pc prepare "$headshots" -o "$set_file.building" --overwrite --crop face --face-margin 0.8 --dedupe \
+  $pc prepare "$headshots" -o "$set_file.building" --crop face --face-margin 0.8 --dedupe \
     --val 0.05 --test 0.15 --backgrounds "$scenes" --composites 4 --seed "$SEED" --report "$WORK/prepare_headshots.json"
-  # Photos of people: 4 random crops each, from close-ups to the whole frame.
-  if [ ${#PHOTOS[@]} -gt 0 ]; then
-    $pc prepare "${PHOTOS[@]}" -o "$set_file.building" --append --crop random --crops-per-image 4 --dedupe --seed "$SEED" \
-      --report "$WORK/prepare_photos.json"
-  fi
+  # Photos of people: random crops, from close-ups to the whole frame; CROPS and REPEAT per
+  # folder (FOLDER:CROPS:REPEAT), so that one large, uniform source does not set every
+  # background's colour (540 congress portraits on blue would, at 4 crops each).
+  for spec in "${PHOTOS[@]}"; do
+    IFS=: read -r folder crops repeat <<< "$spec"
+    $pc prepare "$folder" -o "$set_file.building" --append --crop random --crops-per-image "${crops:-4}" --repeat "${repeat:-1}" \
+      --dedupe --seed "$SEED" --report "$WORK/prepare_$(basename "$folder").json"
+  done
   $pc prepare "$people_generated" -o "$set_file.building" --append --crop random --crops-per-image 8 --dedupe --seed "$SEED" \
     --report "$WORK/prepare_openpeople.json"
   # Scenes without people: skies, water, plants, rooms.
@@ -82,19 +97,17 @@ if [ ! -f "$set_file" ]; then
     --report "$WORK/prepare_scenes.json"
   mv "$set_file.building" "$set_file"
 fi
-# The headshots test split as the previous models were measured on it.
-[ -f "$WORK/headshots.h5" ] || $pc prepare "$headshots" -o "$WORK/headshots.h5" --crop face --face-margin 0.8 --dedupe --val 0.05 --test 0.15
 
-# ---- train, evaluate, export --------------------------------------------------------------
 start=$(date +%s)
-$pc train "$set_file" --width "$WIDTH" --loss "$LOSS" --batch-size "$BATCH" --lr "$LR" \
-  --lr-decay "${LR_DECAY:-cosine}" --seed "$SEED" --device "$DEVICE" --run-dir "$WORK/run" --name people
-echo "training wall time: $(( $(date +%s) - start )) s" | tee "$WORK/train_seconds.txt"
+$pc train "$set_file" --width "$WIDTH" --init "$WORK/run-headshots/best.safetensors" --loss "$LOSS" --batch-size "$BATCH" \
+  --lr "${STAGE2_LR:-0.0005}" --lr-decay cosine --seed "$SEED" --device "$DEVICE" --run-dir "$WORK/run" --name people
+echo "stage 2 training wall time: $(( $(date +%s) - start )) s" | tee "$WORK/train_seconds.txt"
 
 $pc evaluate "$WORK/headshots.h5" --model people --split test --json --report "$WORK/report" > "$WORK/evaluate_headshots.json"
 if [ -n "${YARDSTICK:-}" ]; then
   $py scripts/yardstick.py "$YARDSTICK" -m builtin -m people --strip "$WORK/yardstick_worst.png" --sample-strip "$WORK/yardstick_sample.png" --json "$WORK/yardstick.json" \
     | tee "$WORK/yardstick.md"
 fi
-$pc models export people portraitcolor/data/default.safetensors
-echo "shipped: portraitcolor/data/default.safetensors ($(stat -c %s portraitcolor/data/default.safetensors) bytes)"
+SHIP=${SHIP:-portraitcolor/data/default.safetensors}
+$pc models export people "$SHIP"
+echo "shipped: $SHIP ($(stat -c %s "$SHIP") bytes)"

@@ -53,6 +53,22 @@ def test_output_dir_mirrors_layout_with_json(gray_dir, tmp_path, tiny_model_file
     assert Image.open(out / "nested" / "c.png").size == (70, 50)
 
 
+def test_two_inputs_with_one_output_name_never_share_a_result(tmp_path, tiny_model_file):
+    first = write_portrait(tmp_path / "a" / "face.png", 40, 40, seed=1, gray=True)
+    second = write_portrait(tmp_path / "b" / "face.png", 40, 40, seed=2, gray=True)
+    out = tmp_path / "out"
+    listing = b"".join(os.fsencode(p) + b"\0" for p in (first, second))
+    for args, stdin in (([str(first), str(second)], None), (["--files-from", "-", "-0"], listing)):
+        result = run_cli("colorize", *args, "-O", str(out), "-m", str(tiny_model_file), input=stdin)
+        assert result.returncode == 1 and result.stdout.decode().split() == [str(out / "face.png")]
+        errors = result.stderr.decode().strip().splitlines()
+        assert len(errors) == 1 and str(second) in errors[0] and "already the output of" in errors[0]
+        (out / "face.png").unlink()
+    # Folder inputs mirror their contents under -O, so two folders holding one name collide alike.
+    both = run_cli("colorize", str(tmp_path / "a"), str(tmp_path / "b"), "-O", str(out), "-m", str(tiny_model_file))
+    assert both.returncode == 1 and both.stdout.decode().split() == [str(out / "face.png")]
+
+
 def test_stdin_to_stdout_pipeline(tmp_path, tiny_model_file):
     source = write_portrait(tmp_path / "in.png", 40, 100, gray=True)
     result = run_cli("colorize", "-", "-o", "-", "-m", str(tiny_model_file), input=source.read_bytes(), check=True)
