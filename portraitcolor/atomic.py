@@ -60,3 +60,48 @@ def _fsync(path: Path) -> None:
     # Without it a power cut after the rename can leave an empty file under the new name.
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def output_clash(outputs: dict[str, str | os.PathLike | None], inputs: list[str | os.PathLike]) -> str | None:
+    """Why the outputs of a command cannot be written as given, or None.
+
+    Checked before any work starts, for every command: an output that is (or links to) one
+    of the inputs would replace it, and two outputs on one path would leave only the last
+    (`prepare photos -o s.h5 --report s.h5` used to replace the set with its JSON report).
+    `outputs` maps each option, as the user wrote it, to its path (None: not given).
+    """
+    claimed: dict[str, str] = {}
+    sources = {_identity(path): str(path) for path in inputs}
+    folders = [os.path.realpath(path) for path in inputs if os.path.isdir(path)]
+    for option, path in outputs.items():
+        if path is None or str(path) == "-":
+            continue
+        key = _identity(path)
+        if key in sources:
+            return f"{option} {path} is the input {sources[key]}: it would be replaced"
+        folder = _input_folder_holding(path, folders)
+        if folder is not None:
+            return f"{option} {path} is an image in the input folder {folder}: it would be replaced"
+        if key in claimed:
+            return f"{option} {path} is also the path of {claimed[key]}: give each output its own name"
+        claimed[key] = f"{option} {path}"
+    return None
+
+
+def _input_folder_holding(path: str | os.PathLike, folders: list[str]) -> str | None:
+    """The input folder in which `path` is an existing image (and so an input itself), if any."""
+    from .inputs import image_suffixes
+
+    real = os.path.realpath(path)
+    if not os.path.isfile(real) or Path(real).suffix.lower() not in image_suffixes():
+        return None
+    return next((folder for folder in folders if os.path.commonpath([real, folder]) == folder), None)
+
+
+def _identity(path: str | os.PathLike) -> str:
+    """One key for every name of a file: symbolic links resolved, hard links by inode."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return f"inode:{status.st_dev}:{status.st_ino}"

@@ -71,6 +71,14 @@ def _handled_errors():
     )
 
 
+def _refuse_output_clashes(outputs: dict, inputs: list) -> None:
+    from .atomic import output_clash
+
+    clash = output_clash(outputs, inputs)
+    if clash is not None:
+        raise fail(clash, code=EXIT_USAGE)
+
+
 def run_job(job, *args, **kwargs):
     """Call a core function; known errors become one line on stderr unless --debug."""
     try:
@@ -248,6 +256,7 @@ def prepare_command(
     listed = _read_files_from(files_from, null=null) if files_from else []
     if not sources and not listed:
         raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
+    _refuse_output_clashes({"-o": output, "--report": report}, [*(sources or []), *listed])
     options = PrepareOptions(
         size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
         min_contrast=min_contrast, min_detail=min_detail, min_colorfulness=min_colorfulness,
@@ -445,6 +454,7 @@ def evaluate(
     console = _stderr()
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
+    _refuse_output_clashes({"--csv": csv_path, "--report": report}, targets)
     run_job(core.check_outputs, csv_path=csv_path, report_dir=report)
     models = run_job(core.load_models, model)
 

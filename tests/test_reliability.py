@@ -226,6 +226,42 @@ def test_evaluate_bad_input_corpus(tmp_path, tiny_model_file):
     assert not _leftovers(tmp_path)
 
 
+def _clash_cases(tmp_path):
+    """(arguments, the file that must survive) for outputs that land on an input or on each other."""
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_portrait(photos / f"p{i}.png", seed=i)
+    photo = photos / "p0.png"
+    made = run_cli("prepare", str(photos), "-o", str(tmp_path / "s.h5"), "--val", "0", "--test", "0.6", "--min-size", "16", check=True)
+    assert made.returncode == 0
+    set_file = tmp_path / "s.h5"
+    (tmp_path / "link.h5").symlink_to(set_file)
+    os.link(set_file, tmp_path / "hard.h5")
+    return [
+        (["prepare", str(photos), "-o", str(tmp_path / "new.h5"), "--report", str(tmp_path / "new.h5")], None),
+        (["prepare", str(photos), "-o", str(set_file), "--append", "--report", str(set_file)], set_file),
+        (["prepare", str(photo), "-o", str(photo), "--overwrite"], photo),
+        (["evaluate", str(set_file), "--csv", str(set_file)], set_file),
+        (["evaluate", str(set_file), "--csv", str(tmp_path / "link.h5")], set_file),
+        (["evaluate", str(set_file), "--csv", str(tmp_path / "hard.h5")], set_file),
+        (["evaluate", str(photos), "--csv", str(photo)], photo),
+    ]
+
+
+def test_an_output_never_replaces_an_input_or_another_output(tmp_path, tiny_model_file):
+    for args, precious in _clash_cases(tmp_path):
+        before = precious.read_bytes() if precious else None
+        extra = ["-m", str(tiny_model_file)] if args[0] == "evaluate" else []
+        result = run_cli(*args, *extra)
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert "would be replaced" in lines[0] or "give each output its own name" in lines[0], lines
+        if precious:
+            assert precious.read_bytes() == before, args
+        else:
+            assert not (tmp_path / "new.h5").exists()
+
+
 @pytest.mark.parametrize("command", ["prepare", "colorize", "evaluate"])
 def test_pixel_limit_applies_to_every_command(tmp_path, tiny_model_file, command):
     """A tiny file claiming 10 gigapixels is refused by name before it is decoded."""
