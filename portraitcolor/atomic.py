@@ -71,12 +71,12 @@ def output_clash(outputs: dict[str, str | os.PathLike | None], inputs: list[str 
     `outputs` maps each option, as the user wrote it, to its path (None: not given).
     """
     claimed: dict[str, str] = {}
-    sources = {_identity(path): str(path) for path in inputs}
+    sources = {file_identity(path): str(path) for path in inputs}
     folders = [os.path.realpath(path) for path in inputs if os.path.isdir(path)]
     for option, path in outputs.items():
         if path is None or str(path) == "-":
             continue
-        key = _identity(path)
+        key = file_identity(path)
         if key in sources:
             return f"{option} {path} is the input {sources[key]}: it would be replaced"
         folder = _input_folder_holding(path, folders)
@@ -98,7 +98,7 @@ def _input_folder_holding(path: str | os.PathLike, folders: list[str]) -> str | 
     return next((folder for folder in folders if os.path.commonpath([real, folder]) == folder), None)
 
 
-def _identity(path: str | os.PathLike) -> str:
+def file_identity(path: str | os.PathLike) -> str:
     """One key for every name of a file: symbolic links resolved, hard links by inode."""
     try:
         status = os.stat(path)

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import lab
-from .atomic import atomic_output
+from .atomic import atomic_output, file_identity
 from .device import autocast, pick_device, prepare_model
 from .inputs import image_files
 from .model import SIDE_MULTIPLE, UNet
@@ -195,7 +195,7 @@ def _distinct_outputs(planned: Iterable[Job | Result]) -> Iterator[Job | Result]
     claimed: dict[str, str] = {}
     for item in planned:
         if isinstance(item, Job) and item.output is not None:
-            key = os.path.realpath(item.output)
+            key = file_identity(item.output)
             if key in claimed:
                 item = Result(item, ok=False, error=f"output {item.output} is already the output of {claimed[key]} (give the inputs distinct names, or -O with their folders)")
             else:

@@ -99,12 +99,13 @@ class Evaluation:
 # ---- models --------------------------------------------------------------------------
 
 
-def load_models(specs: list[str] | None) -> list[ModelUnderTest]:
-    """Resolve up to two model specs (path, store name; none: the default model)."""
+def load_models(specs: list[str] | None, *, most: int | None = 2) -> list[ModelUnderTest]:
+    """Resolve model specs (path, store name; none: the default model), at most `most` of them
+    (None: any number, for comparisons outside the report's layout)."""
     from .weights import BUILTIN_NAME, WeightsStore, resolve_model
 
     specs = list(specs or [])
-    if len(specs) > 2:
+    if most is not None and len(specs) > most:
         raise EvaluateError(f"at most two models can be compared, {len(specs)} were given")
     store = WeightsStore()
     if not specs:

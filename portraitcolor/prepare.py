@@ -240,8 +240,8 @@ def process_image(path: str | os.PathLike, options: PrepareOptions, size: int) -
 
 def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
     """Decode, filter, crop, resize and convert one photo into its set images: the photo
-    itself (or its random crops), then its composites when it is a cut-out. The first
-    result carries the photo's perceptual hash, by which duplicates are found."""
+    itself (or its random crops), then its composites when it is a cut-out. Every result
+    carries the photo's perceptual hash, by which duplicates are found."""
     from . import faces
 
     options, size = job.options, job.size
@@ -267,7 +267,7 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
     # placeholder or grayscale photo gives no variants, and one hash per photo sends every
     # variant of a duplicate with it.
     base = faces.center_square(height, width) if options.crop == "random" else squares[""]
-    base_lab = rgb_to_lab(faces.resize_square(rgb if base is None else faces.crop_square(rgb, base), size))
+    base_lab = _small_lab(rgb, base, size)
     rejection = _content_rejection(base_lab, options)
     if rejection is not None:
         return [rejection]
@@ -277,14 +277,16 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
     frames = {"": rgb}
     if job.backgrounds and variants.is_cutout(picture.alpha):
         for k in range(options.composites):
-            background = variants.background_window(list(job.backgrounds), height, width, rng)
+            background = variants.background_window(job.backgrounds, height, width, rng)
             frames[f"#composite-{k}"] = variants.composite(picture.rgb, picture.alpha, background)
     fell_back = options.crop == "face" and face is None
-    return [
-        _set_image(frame, square, size, options, phash=phash, face_fallback=fell_back, suffix=frame_suffix + crop_suffix)
-        for frame_suffix, frame in frames.items()
-        for crop_suffix, square in squares.items()
-    ]
+    images = []
+    for frame_suffix, frame in frames.items():
+        for crop_suffix, square in squares.items():
+            suffix = frame_suffix + crop_suffix
+            lab = base_lab if suffix == "" else _small_lab(frame, square, size)  # "": the photo's own crop, converted above
+            images.append(_set_image(lab, options, phash=phash, face_fallback=fell_back, suffix=suffix))
+    return images
 
 
 def _squares(height: int, width: int, face, rng, options: PrepareOptions, size: int) -> dict:
@@ -302,11 +304,14 @@ def _squares(height: int, width: int, face, rng, options: PrepareOptions, size: 
     return {"": faces.center_square(height, width)}
 
 
-def _set_image(rgb: np.ndarray, square, size: int, options: PrepareOptions, *, phash: int, face_fallback: bool, suffix: str) -> Kept | Dropped:
+def _small_lab(rgb: np.ndarray, square, size: int) -> np.ndarray:
+    """A square of the picture (None: all of it) at the set's size, in CIELAB."""
     from . import faces
 
-    small = faces.resize_square(rgb if square is None else faces.crop_square(rgb, square), size)
-    lab = rgb_to_lab(small)
+    return rgb_to_lab(faces.resize_square(rgb if square is None else faces.crop_square(rgb, square), size))
+
+
+def _set_image(lab: np.ndarray, options: PrepareOptions, *, phash: int, face_fallback: bool, suffix: str) -> Kept | Dropped:
     rejection = _content_rejection(lab, options)
     if rejection is not None:
         return dataclasses.replace(rejection, suffix=suffix)

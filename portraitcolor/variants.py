@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +69,6 @@ def composite(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray | float
     return rgb * weight + background * (1.0 - weight)
 
 
-def background_files(folder: str | os.PathLike) -> list[Path]:
-    """The images of a backgrounds folder (recursive, sorted: the draws depend on the order)."""
-    return image_files(Path(folder), recursive=True)
-
-
 @functools.lru_cache(maxsize=BACKGROUND_CACHE)
 def decoded_background(path: str) -> np.ndarray:
     """A background as uint8 RGB (H, W, 3), decoded at a reduced scale; raises ImageReadError."""
@@ -80,7 +76,7 @@ def decoded_background(path: str) -> np.ndarray:
     return np.clip(np.rint(picture.rgb * 255.0), 0, 255).astype(np.uint8)
 
 
-def background_window(backgrounds: list[str], height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+def background_window(backgrounds: Sequence[str], height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A random window of a random background, of the cut-out's shape, resized to it: float32 0..1."""
     import cv2
 
@@ -101,14 +97,17 @@ def background_window(backgrounds: list[str], height: int, width: int, rng: np.r
 
 
 def usable_backgrounds(folder: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
-    """(paths that decode, [(path, reason)] of those that do not), checked once before the job."""
+    """(paths that decode, [(path, reason)] of those that do not), checked once before the job.
+
+    Sorted, because the draws depend on the order. The decoded images stay in this process's
+    cache, which worker processes started by fork inherit.
+    """
     good, bad = [], []
-    for path in background_files(folder):
+    for path in image_files(Path(folder), recursive=True):
         try:
             decoded_background(str(path))
         except ImageReadError as error:
             bad.append((str(path), str(error)))
         else:
             good.append(str(path))
-    decoded_background.cache_clear()  # the workers decode their own; the parent needs none
     return good, bad

@@ -29,7 +29,6 @@ sys.path.insert(0, str(REPO))
 from portraitcolor import evaluate as ev  # noqa: E402
 from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
 from portraitcolor.device import pick_device  # noqa: E402
-from portraitcolor.weights import WeightsStore, resolve_model  # noqa: E402
 
 COLUMNS = ("model", "ab / gray", "ab", "CIEDE2000", "PSNR dB (gray)", "colourfulness ratio", "beats gray")
 
@@ -44,15 +43,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     parser.add_argument("--device", default="cpu")
     return parser.parse_args(argv)
-
-
-def load(specs: list[str] | None) -> list[ev.ModelUnderTest]:
-    store = WeightsStore()
-    models: list[ev.ModelUnderTest] = []
-    for spec in specs or [None]:
-        label = (Path(spec).stem if spec.endswith(".safetensors") else spec) if spec else (store.default_name() or "builtin")
-        models.append(ev.ModelUnderTest(ev._unique_label(label, [m.label for m in models]), resolve_model(spec, store=store)))
-    return models
 
 
 def figures(evaluation: ev.Evaluation, label: str) -> dict:
@@ -102,7 +92,7 @@ def stacked_strips(evaluation: ev.Evaluation, rows: list[int], models: list[ev.M
 
 def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
-    models = load(options.models)
+    models = ev.load_models(options.models, most=None)
     rows, evaluations = [], []
     for m in models:
         # One model at a time: evaluate compares at most two, and each gets its own render size.
