@@ -7,6 +7,7 @@ torch and the core modules are imported inside the commands, so `--help` and
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from enum import Enum
@@ -67,8 +68,25 @@ def _handled_errors():
 
     return (
         DatasetError, DeviceError, EvaluateError, FaceDetectorError, ImageReadError, PrepareError, ScheduleError,
-        TrainingError, WeightsError, FileNotFoundError, PermissionError, IsADirectoryError,
+        TrainingError, WeightsError, OSError,
     )
+
+
+def _usage_errors():
+    """Handled errors that mean the command line asked for something impossible: exit 2, as
+    click's own usage errors, so that scripts can tell a bad call from a failed job."""
+    from .schedule import ScheduleError
+    from .train import TrainingUsageError
+
+    return (ScheduleError, TrainingUsageError)
+
+
+def _one_line(error: Exception) -> str:
+    """The message for the user. An OSError as `FILE: reason` (a full disk, a read-only
+    folder), not Python's `[Errno 28] No space left on device: 'FILE'`."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename is not None else error.strerror
+    return str(error)
 
 
 def _refuse_output_clashes(outputs: dict, inputs: list) -> None:
@@ -88,7 +106,8 @@ def run_job(job, *args, **kwargs):
     except Exception as error:  # noqa: BLE001 - filtered just below
         if _state["debug"] or not isinstance(error, _handled_errors()):
             raise
-        raise fail(str(error)) from None
+        code = EXIT_USAGE if isinstance(error, _usage_errors()) else EXIT_FAILED
+        raise fail(_one_line(error), code=code) from None
 
 
 def _version_callback(value: bool) -> None:
@@ -169,11 +188,12 @@ def models_import(
 def models_export(
     name: str = typer.Argument(..., help="Model name."),
     destination: Path = typer.Argument(..., help="File or folder to write the .safetensors file to."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at the destination."),
 ) -> None:
-    """Copy a model out of the store as a .safetensors file."""
+    """Copy a model out of the store as a .safetensors file (an existing file only with --overwrite)."""
     from .weights import WeightsStore
 
-    typer.echo(str(run_job(WeightsStore().export, name, destination)))
+    typer.echo(str(run_job(WeightsStore().export, name, destination, overwrite=overwrite)))
 
 
 @models_app.command("remove")
@@ -328,11 +348,12 @@ class LrDecay(str, Enum):
 
 @app.command("train")
 def train_command(
+    typer_context: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs in all (default 20, or the sum of the phases' own counts)."),
     loss: str = typer.Option("mae,ssim", "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan | mae+rebalanced. Terms: mae, mse, ssim, rebalanced (MAE weighted by colour rarity), gan."),
     switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (a finite number, 0 or more)."),
     lr_decay: LrDecay = typer.Option(LrDecay.none, "--lr-decay", help="none: a constant rate (the paper's); cosine: decay along half a cosine to 5% of --lr by the last step."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
     width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
@@ -341,9 +362,11 @@ def train_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop when the last phase has not improved for N epochs."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/NAME-or-time in the store)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (its directory or name)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Store the best weights under this model name (default: the run's name)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: a new folder runs/NAME-or-time in the store). An existing one must be empty, unless --overwrite."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in a --run-dir that holds files: the files of an earlier run there are replaced."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (its directory or name) with its own set and recipe; recipe options given beside it must match the run's."),
+    name: Optional[str] = typer.Option(None, "--name", help="Store the best weights under this model name (default: the run's name, made unique in the store). A name already in the store is refused unless --replace."),
+    replace: bool = typer.Option(False, "--replace", help="Let --name replace a model of that name in the store."),
     set_default: bool = typer.Option(False, "--set-default", help="Make the trained model the default for colorize and evaluate."),
     in_memory: Optional[bool] = typer.Option(None, "--in-memory/--stream", help="Load the training split into memory (default: when under 1 GiB)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader worker processes (default: 0 on CPU, up to 8 on GPU)."),
@@ -352,6 +375,13 @@ def train_command(
 
     Prints the model name on stdout. Under `torchrun --nproc-per-node N -m portraitcolor
     train ...` it trains with DistributedDataParallel; --batch-size stays the global batch.
+
+    Checked before any work, as usage errors (exit 2): the options, a --name that is invalid
+    or already in the store (unless --replace), a --run-dir that holds files (unless
+    --overwrite), and with --resume any recipe option that differs from the run's. A resumed
+    run trains on the very set it started on (its absolute path and sha256 are in the run's
+    config.json). A loss that stops being a number ends the run (exit 1); the best finite
+    epoch's weights stay in the run folder.
     """
     from .train import TrainConfig, TrainingInterrupted, train
 
@@ -361,16 +391,31 @@ def train_command(
         data=str(data) if data else "", epochs=epochs, loss=loss, switch_on_plateau=switch_on_plateau, lr=lr, lr_decay=lr_decay.value,
         batch_size=batch_size, width=width, init=init, seed=seed, device=device, compile=compile_model, patience=patience,
         run_dir=str(run_dir) if run_dir else None, resume=resume, name=name, set_default=set_default,
-        in_memory=in_memory, workers=workers,
+        in_memory=in_memory, workers=workers, replace=replace, overwrite=overwrite,
     )
     try:
-        result = run_job(train, config, on_event=_train_progress())
+        result = run_job(train, config, on_event=_train_progress(), given=_given_options(typer_context))
     except TrainingInterrupted as stopped:  # checkpoint saved; the message says how to resume
         raise fail(str(stopped), code=130) from None
     if result.model_name:
         if set_default:
             _say_default(result.model_name)
         typer.echo(result.model_name)
+
+
+# train's parameters under another name than their TrainConfig field.
+_TRAIN_FIELDS = {"compile_model": "compile"}
+
+
+def _given_options(context: typer.Context) -> set:
+    """The TrainConfig fields the user wrote on the command line (or in the environment):
+    with --resume these must agree with the run, while defaults say nothing."""
+    written = ("COMMANDLINE", "ENVIRONMENT")  # ParameterSource names (typer vendors its own click)
+    return {
+        _TRAIN_FIELDS.get(name, name)
+        for name in context.params
+        if getattr(context.get_parameter_source(name), "name", None) in written
+    }
 
 
 def _train_progress():
@@ -438,6 +483,7 @@ def evaluate(
     csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --csv file or the report in --report DIR."),
 ) -> None:
     """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
     import json
@@ -455,7 +501,7 @@ def evaluate(
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
     _refuse_output_clashes({"--csv": csv_path, "--report": report}, targets)
-    run_job(core.check_outputs, csv_path=csv_path, report_dir=report)
+    run_job(core.check_outputs, csv_path=csv_path, report_dir=report, overwrite=overwrite)
     models = run_job(core.load_models, model)
 
     def on_failure(source: str, reason: str) -> None:
@@ -469,9 +515,9 @@ def evaluate(
     rate = evaluation.count / evaluation.seconds if evaluation.seconds > 0 else float("inf")
     console.print(f"{evaluation.count} images in {evaluation.seconds:.1f} s ({rate:.1f} images/s) on {evaluation.device}", markup=False)
     if csv_path is not None:
-        run_job(core.write_csv, evaluation, csv_path)
+        run_job(core.write_csv, evaluation, csv_path, overwrite=overwrite)
     if report is not None:
-        page = run_job(core.write_report, evaluation, report, targets=targets, models=models, options=options)
+        page = run_job(core.write_report, evaluation, report, targets=targets, models=models, options=options, overwrite=overwrite)
         console.print(f"report: {page}", markup=False)
     if json_output:
         typer.echo(json.dumps(core.json_document(evaluation), indent=2))
@@ -633,4 +679,56 @@ def main() -> None:
     # SIGTERM (kill, a scheduler's time limit) takes the Ctrl-C path, so cleanup runs:
     # temporary files are removed and only complete outputs remain.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _tolerate_closed_stdout()
     app(prog_name="portraitcolor")
+
+
+class _ClosedPipeTolerantStdout(io.RawIOBase):
+    """File descriptor 1 for a reader that may go away (`portraitcolor ... | head -1`).
+
+    When the reader closes the pipe, the rest of stdout goes to /dev/null and the job goes on:
+    the files it is writing are finished (colorize's outputs, a trained model), which is what
+    the user ran it for; stdout lines were only the report. No BrokenPipeError traceback,
+    and the exit status is the job's own.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BrokenPipeError:
+            # Later writers to fd 1 (a child process, C code) find a quiet sink as well.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._fd)
+            os.close(devnull)
+            return len(data)
+
+
+def _tolerate_closed_stdout() -> None:
+    """Put a sys.stdout over _ClosedPipeTolerantStdout in place: one place for every command,
+    typer.echo and sys.stdout.buffer writers alike. A terminal never closes like a pipe."""
+    stream = sys.stdout
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # no real stdout (embedded, pythonw): nothing to protect
+    if os.isatty(fd):
+        return
+    stream.flush()
+    buffered = io.BufferedWriter(_ClosedPipeTolerantStdout(fd))
+    sys.stdout = io.TextIOWrapper(
+        buffered, encoding=stream.encoding, errors=stream.errors,
+        line_buffering=stream.line_buffering, write_through=getattr(stream, "write_through", False),
+    )

@@ -13,6 +13,7 @@ GIL for their heavy work).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import time
@@ -28,7 +29,7 @@ import torch
 from PIL import Image
 
 from . import lab
-from .atomic import atomic_output, file_identity
+from .atomic import atomic_output, cut_utf8, file_identity
 from .device import autocast, pick_device, prepare_model
 from .inputs import image_files
 from .model import SIDE_MULTIPLE, UNet
@@ -36,7 +37,19 @@ from .model import SIDE_MULTIPLE, UNet
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Rows converted at a time when building the output, bounding float temporaries.
 _STRIP_ROWS = 512
+# The network input's long side is at most this many render sizes: a 1x2000 strip would
+# otherwise become a 128x256000 input (gigabytes). Beyond it the short side is rendered
+# below the render size; the colour is upsampled to full resolution anyway.
+MAX_RENDER_ASPECT = 8
 _FORMATS_WITH_ALPHA = {"PNG", "WEBP", "TIFF", "GIF"}
+# What each output format can carry on from the input (Pillow ignores the rest or fails).
+_FORMATS_WITH_ICC = {"JPEG", "PNG", "TIFF", "WEBP"}
+_FORMATS_WITH_EXIF = {"JPEG", "PNG", "TIFF", "WEBP"}
+_FORMATS_WITH_DPI = {"JPEG", "PNG", "TIFF", "BMP"}
+# Modes Pillow writes as PNG; others (float, 32-bit, CMYK) go through TIFF in colorize_image.
+_PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}
+# Used when the file system cannot say how long a name may be (Linux and macOS: 255 bytes).
+_DEFAULT_NAME_MAX = 255
 _SUFFIX_FORMATS = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
 
 
@@ -55,8 +68,9 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu") ->
 
 
 def render_shape(height: int, width: int, render_size: int) -> tuple[int, int]:
-    """The (height, width) the network sees: short side = render_size, aspect kept."""
-    scale = render_size / min(height, width)
+    """The (height, width) the network sees: short side = render_size, aspect kept, and the
+    long side at most MAX_RENDER_ASPECT * render_size (extreme strips get a thinner input)."""
+    scale = min(render_size / min(height, width), MAX_RENDER_ASPECT * render_size / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -117,19 +131,33 @@ def colorize_picture(model: UNet, picture: lab.Picture, *, render_size: int | No
 
 
 def colorize_image(image, model: UNet | None = None, *, render_size: int | None = None, device: str = "cpu") -> Image.Image:
-    """Colorize a path, bytes, PIL image or RGB array; returns a PIL image (alpha kept)."""
+    """Colorize a path, bytes, PIL image or RGB array; returns a PIL image (alpha kept).
+
+    Its info holds what a file written from it should carry: "icc_profile" (sRGB, the
+    space of its pixels), and the input's "exif" (orientation reset) and "dpi" if any;
+    pass them to save(), e.g. `out.save(p, icc_profile=out.info["icc_profile"])`.
+    """
     model = model or load_model(device=device)
     if isinstance(image, Image.Image):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        image = buffer.getvalue()
+        image = _as_file_bytes(image)
     if isinstance(image, np.ndarray):
         rgb = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
         picture = lab.Picture(rgb=np.repeat(rgb[..., None], 3, 2) if rgb.ndim == 2 else rgb[..., :3])
     else:
         picture = lab.read_image(image)
     rgb = colorize_picture(model, picture, render_size=render_size)
-    return _to_pil(np.rint(rgb * 255.0).astype(np.uint8), picture.alpha)
+    out = _to_pil(np.rint(rgb * 255.0).astype(np.uint8), picture.alpha)
+    carried = {"icc_profile": lab.srgb_icc(), "exif": picture.exif, "dpi": picture.dpi}
+    out.info.update({key: value for key, value in carried.items() if value})
+    return out
+
+
+def _as_file_bytes(image: Image.Image) -> bytes:
+    """A PIL image as file bytes for read_image, its ICC profile (in info) kept so that it is
+    converted like a file's; PNG loses nothing for its modes, TIFF holds float and 32-bit."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if image.mode in _PNG_MODES else "TIFF")
+    return buffer.getvalue()
 
 
 def _to_pil(rgb8: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
@@ -169,7 +197,40 @@ class Result:
 
 
 def default_output(path: Path) -> Path:
-    return path.with_name(f"{path.stem}{OUTPUT_TAG}{path.suffix}")
+    """<stem>_color<ext> beside the input, shortened when that is too long a name (see fitted_name)."""
+    return path.with_name(fitted_name(path.stem, OUTPUT_TAG, path.suffix, folder=path.parent))
+
+
+def fitted_name(stem: str, tag: str, suffix: str, *, folder: Path) -> str:
+    """stem + tag + suffix, or, when that is longer than the folder's file system allows
+    (255 bytes on most), the stem cut on a UTF-8 character boundary followed by a short
+    hash of the full name, then the tag and suffix.
+
+    A too-long name used to fail with "File name too long" and stop the whole folder. The
+    hash keeps long names that share their start distinct, and the same input always gets
+    the same output name (so --skip-existing still finds it).
+    """
+    name = os.fsencode(stem + tag + suffix)
+    limit = _name_limit(folder)
+    if len(name) <= limit:
+        return stem + tag + suffix
+    marker = "~" + hashlib.sha256(name).hexdigest()[:12]
+    tail = os.fsencode(marker + tag + suffix)
+    if len(tail) >= limit:  # an absurd suffix: the format then comes from the input
+        tail = os.fsencode(marker + tag)
+    return os.fsdecode(cut_utf8(os.fsencode(stem), limit - len(tail)) + tail)
+
+
+def _name_limit(folder: Path) -> int:
+    """The longest file name, in bytes, of the file system holding `folder` (or the nearest
+    existing folder above it: output folders are made later)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            limit = os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):  # missing folder; no pathconf (Windows)
+            continue
+        return limit if limit > 0 else _DEFAULT_NAME_MAX
+    return _DEFAULT_NAME_MAX
 
 
 def walk_folder(folder: Path, *, recursive: bool) -> Iterator[Path]:
@@ -229,6 +290,8 @@ def _job_for(path: Path, relative: Path, *, output: str | None, output_dir: Path
     if output_dir is None:
         return Job(label, path, default_output(path))
     target = output_dir / relative
+    if target.name:  # the input's name fits its own file system, not necessarily the output folder's
+        target = target.with_name(fitted_name(target.stem, "", target.suffix, folder=target.parent))
     # Names come from the file system: refuse anything that would land outside output_dir.
     if not _is_within(target, output_dir):
         return Result(Job(label, path, None), ok=False, error=f"output {target} would escape {output_dir}")
@@ -252,6 +315,8 @@ class _Decoded:
     format: str | None = None
     started: float = 0.0
     error: str | None = None
+    exif: bytes | None = None  # the input's, to carry on to the output (see lab.Picture)
+    dpi: tuple[float, float] | None = None
 
 
 def _decode(job: Job, *, max_pixels: int) -> _Decoded:
@@ -261,7 +326,9 @@ def _decode(job: Job, *, max_pixels: int) -> _Decoded:
     except lab.ImageReadError as error:
         return _Decoded(job, error=str(error), started=started)
     # Keep only L and alpha: the float RGB copy is the largest array and is not needed again.
-    return _Decoded(job, lab.rgb_to_l(picture.rgb), picture.alpha, picture.format, started)
+    return _Decoded(
+        job, lab.rgb_to_l(picture.rgb), picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi
+    )
 
 
 def _output_format(job: Job, decoded: _Decoded) -> str:
@@ -272,11 +339,41 @@ def _output_format(job: Job, decoded: _Decoded) -> str:
     return decoded.format or "PNG"
 
 
-def _encode(image: Image.Image, file_format: str, target) -> None:
+def _encode(image: Image.Image, file_format: str, target, *, exif: bytes | None = None, dpi=None) -> None:
+    """Write the image, tagged sRGB and with the input's EXIF and DPI where the format
+    holds them. Metadata the format cannot take (EXIF over JPEG's 64 KiB segment, a
+    resolution out of range) must not cost the user the photo: it is then left out."""
     if file_format not in _FORMATS_WITH_ALPHA and image.mode == "RGBA":
         image = image.convert("RGB")
     options = {"quality": 95} if file_format in ("JPEG", "WEBP") else {}
-    image.save(target, format=file_format, **options)
+    metadata = _save_metadata(file_format, exif=exif, dpi=dpi)
+    try:
+        image.save(target, format=file_format, **options, **metadata)
+    except Exception:  # noqa: BLE001 - Pillow's writers fail in many ways on odd metadata
+        profile_only = {key: value for key, value in metadata.items() if key == "icc_profile"}
+        if profile_only == metadata:  # nothing of the input's to leave out: a real failure
+            raise
+        _rewind(target)
+        image.save(target, format=file_format, **options, **profile_only)
+
+
+def _save_metadata(file_format: str, *, exif: bytes | None, dpi) -> dict:
+    """Pillow save() options for the metadata that the format can carry."""
+    metadata = {}
+    if lab.srgb_icc() and file_format in _FORMATS_WITH_ICC:
+        metadata["icc_profile"] = lab.srgb_icc()
+    if exif and file_format in _FORMATS_WITH_EXIF:
+        metadata["exif"] = exif
+    if dpi and file_format in _FORMATS_WITH_DPI:
+        metadata["dpi"] = dpi
+    return metadata
+
+
+def _rewind(target) -> None:
+    # A path is opened afresh (and truncated) by the next save; a buffer must be emptied.
+    if hasattr(target, "truncate"):
+        target.seek(0)
+        target.truncate()
 
 
 def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> Result:
@@ -286,14 +383,15 @@ def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> 
         image = _to_pil(join_to_rgb(decoded.l_full, ab_full, as_uint8=True), decoded.alpha)
         del ab_full
         file_format = _output_format(job, decoded)
+        metadata = {"exif": decoded.exif, "dpi": decoded.dpi}
         if job.output is None:
             buffer = io.BytesIO()
-            _encode(image, file_format, buffer)
+            _encode(image, file_format, buffer, **metadata)
             payload = buffer.getvalue()
         else:
             payload = None
             with atomic_output(job.output) as temporary:
-                _encode(image, file_format, temporary)
+                _encode(image, file_format, temporary, **metadata)
     except (OSError, ValueError, KeyError) as error:
         return Result(job, ok=False, error=f"cannot write output: {error}")
     height, width = decoded.l_full.shape
@@ -305,6 +403,13 @@ def _precheck(job: Job, *, overwrite: bool, skip_existing: bool) -> Result | Non
     """Results for jobs that need no decoding: an existing output, a missing output folder."""
     if job.output is None:
         return None
+    try:
+        return _check_output(job, overwrite=overwrite, skip_existing=skip_existing)
+    except OSError as error:  # a name the file system refuses (-o with 300 bytes): this job only
+        return Result(job, ok=False, error=f"cannot use output {job.output}: {error.strerror or error}")
+
+
+def _check_output(job: Job, *, overwrite: bool, skip_existing: bool) -> Result | None:
     if job.output.exists() and not overwrite:
         if skip_existing:
             return Result(job, ok=True, skipped=True)

@@ -500,20 +500,28 @@ def _csv_number(value: float) -> str:
     return "" if not math.isfinite(value) else f"{value:.6g}"
 
 
-def check_outputs(*, csv_path: str | os.PathLike | None = None, report_dir: str | os.PathLike | None = None) -> None:
-    """Refuse output paths that cannot be written before any time is spent evaluating."""
+def check_outputs(*, csv_path: str | os.PathLike | None = None, report_dir: str | os.PathLike | None = None, overwrite: bool = False) -> None:
+    """Refuse output paths that cannot be written, or would replace earlier results without
+    --overwrite, before any time is spent evaluating."""
     if csv_path is not None:
         csv_path = Path(csv_path)
         if csv_path.is_dir():
             raise EvaluateError(f"{csv_path}: is a folder, not a CSV file name")
         if not csv_path.parent.is_dir():
             raise EvaluateError(f"{csv_path}: its folder {csv_path.parent} does not exist")
-    if report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
-        raise EvaluateError(f"{report_dir}: exists and is not a folder")
+        if (csv_path.exists() or csv_path.is_symlink()) and not overwrite:
+            raise EvaluateError(f"{csv_path}: exists (pass --overwrite to replace it)")
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        if report_dir.exists() and not report_dir.is_dir():
+            raise EvaluateError(f"{report_dir}: exists and is not a folder")
+        earlier = [name for name in REPORT_FILES if (report_dir / name).exists()]
+        if earlier and not overwrite:
+            raise EvaluateError(f"{report_dir}: holds an earlier report ({earlier[0]}); pass --overwrite to replace it")
 
 
-def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
-    check_outputs(csv_path=path)
+def write_csv(evaluation: Evaluation, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    check_outputs(csv_path=path, overwrite=overwrite)
     atomic_write_text(path, csv_text(evaluation))
     return Path(path)
 
@@ -521,6 +529,10 @@ def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
 # ---- the HTML report ------------------------------------------------------------------------
 
 CASES_PER_GROUP = 3
+# What a report folder holds; the images of an earlier report that the new one does not use
+# are removed with --overwrite, so that the folder never mixes two evaluations.
+REPORT_FILES = ("index.html", "per_image.csv", "images")
+_REPORT_IMAGES = ("strip-*.png", "loss-curves-*.png")
 RANDOM_GROUP = "Random sample"
 STRIP_TILE_HEIGHT = 128
 
@@ -553,15 +565,16 @@ def write_report(
     models: list[ModelUnderTest],
     options: EvaluateOptions = EvaluateOptions(),
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """A self-contained page: DIR/index.html with its PNGs beside it, and DIR/per_image.csv.
 
     Every file is written atomically and index.html last, so the page never refers to an
-    image that is not there yet.
+    image that is not there yet; an earlier report's images go only after that.
     """
     from .device import pick_device
 
-    check_outputs(report_dir=directory)
+    check_outputs(report_dir=directory, overwrite=overwrite)
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     groups = pick_cases(evaluation, seed=seed)
@@ -573,10 +586,18 @@ def write_report(
         atomic_write_bytes(directory / name, png_bytes(image))
         strip_files[row] = name
     curves = _copy_loss_curves(models, directory)
-    write_csv(evaluation, directory / "per_image.csv")
+    write_csv(evaluation, directory / "per_image.csv", overwrite=overwrite)
     page = _report_html(evaluation, groups, strip_files, curves)
     atomic_write_text(directory / "index.html", page)
+    _remove_stale_images(directory, keep={*strip_files.values(), *curves.values()})
     return directory / "index.html"
+
+
+def _remove_stale_images(directory: Path, *, keep: set[str]) -> None:
+    for pattern in _REPORT_IMAGES:
+        for path in (directory / "images").glob(pattern):
+            if f"images/{path.name}" not in keep:
+                path.unlink(missing_ok=True)
 
 
 def render_strips(evaluation, rows, *, targets, models, options, device) -> dict[int, np.ndarray]:

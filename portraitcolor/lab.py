@@ -8,16 +8,25 @@ whose rounding would put an error of several units into the training targets.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import io
+import math
 import os
-from dataclasses import dataclass
+import stat
+import struct
 from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+try:  # Pillow built without LittleCMS: pictures are read as stored, outputs go untagged
+    from PIL import ImageCms
+except ImportError:  # pragma: no cover - every wheel on PyPI has it
+    ImageCms = None
 
 # A photo larger than this is far beyond any camera and is almost certainly a
 # decompression bomb (a tiny file that claims gigapixels).
@@ -52,16 +61,21 @@ class ImageReadError(Exception):
     """An input that cannot be used as an image; the message is the reason, for humans."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Picture:
     """A decoded image: float32 sRGB in 0..1 of shape (H, W, 3) and optional alpha (H, W).
 
     `format` is Pillow's name of the file format it came from (JPEG, PNG, ...), if known.
+    `exif` (EXIF bytes, orientation already reset to 1 and the file layout tags left out) and
+    `dpi` are what an output written from this picture should carry on; the pixels are
+    always sRGB, whatever profile the file embedded.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     format: str | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
 
     @property
     def height(self) -> int:
@@ -108,10 +122,14 @@ def _read(source, *, max_pixels: int, min_side: int | None) -> tuple[Picture, tu
             _check_size(stored_size, max_pixels)
             if min_side is not None:
                 _reduce_while_decoding(image, min_side)
+            # Pillow turns TIFFs upright while loading them and drops their orientation tag.
+            tiff_orientation = _tiff_orientation(image)
+            if tiff_orientation in _QUARTER_TURNS:
+                # Pillow memory-maps uncompressed gray TIFFs with the turned size, which
+                # scrambles their pixels; without a file name it decodes them instead.
+                image.filename = ""
             image.load()
-            file_format = image.format
-            picture = _to_picture(_upright(image))
-            return Picture(rgb=picture.rgb, alpha=picture.alpha, format=file_format), stored_size
+            return _picture_of(image, tiff_orientation), stored_size
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -122,6 +140,21 @@ def _read(source, *, max_pixels: int, min_side: int | None) -> tuple[Picture, tu
         raise ImageReadError(f"corrupt or truncated image ({first_line(error)})") from None
 
 
+def _picture_of(image: Image.Image, tiff_orientation: int | None) -> Picture:
+    """A loaded image -> upright sRGB Picture with the metadata an output carries on.
+
+    Profile, metadata and TIFF tags are read from the image as opened: the upright copy
+    keeps only Pillow's info.
+    """
+    picture = _to_picture(_upright(image), _embedded_profile(image), declared_peak=_declared_peak(image))
+    return dataclasses.replace(
+        picture,
+        format=image.format,
+        exif=_carried_exif(image),
+        dpi=_carried_dpi(image, tiff_orientation or _orientation(image)),
+    )
+
+
 def _check_path_readable(path: Path) -> None:
     if path.is_dir():
         raise ImageReadError("is a directory")
@@ -129,8 +162,18 @@ def _check_path_readable(path: Path) -> None:
         raise ImageReadError(_missing_reason(path))
     if not os.access(path, os.R_OK):
         raise ImageReadError("permission denied")
-    if path.stat().st_size == 0:
+    status = path.stat()
+    # Checked before opening: opening a FIFO blocks until a writer comes, and /dev/zero
+    # or a socket has no size (it used to be reported as an empty file).
+    if not stat.S_ISREG(status.st_mode):
+        raise ImageReadError(f"not a regular file ({_file_kind(status.st_mode)})")
+    if status.st_size == 0:
         raise ImageReadError("empty file (0 bytes)")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _missing_reason(path: Path) -> str:
@@ -177,34 +220,279 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _to_picture(image: Image.Image) -> Picture:
-    """Turn any Pillow mode into float32 RGB (+ alpha), keeping 16-bit and float precision."""
-    mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        gray = _scale_high_precision(np.asarray(image), mode)
-        return Picture(rgb=np.repeat(gray[..., None], 3, axis=2))
-    alpha = None
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode in ("P", "L", "RGB") and "transparency" in image.info
-    )
-    if has_alpha:
-        image = image.convert("RGBA")
-        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+# ---- pixels: any Pillow mode -> float32 sRGB --------------------------------------
+
+_HIGH_PRECISION_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+# Gray images are decoded as one channel, so that a gray profile can be applied at 16 bits.
+_GRAY_MODES = _HIGH_PRECISION_MODES | {"L", "LA"}
+_PREMULTIPLIED = {"RGBa": "RGBA", "La": "LA"}
+
+
+def _to_picture(image: Image.Image, profile=None, *, declared_peak: float | None = None) -> Picture:
+    """Turn any Pillow mode into float32 sRGB (+ alpha), keeping 16-bit and float precision.
+
+    profile: the file's embedded ICC profile (see _embedded_profile), or None for pixels
+    that are sRGB already or must be taken as stored. declared_peak: the white level the
+    file states for integer gray data (see _declared_peak).
+    """
+    if image.mode in _PREMULTIPLIED:  # Pillow converts these only to their straight forms
+        image = image.convert(_PREMULTIPLIED[image.mode])
+    alpha = _alpha(image)
+    if image.mode in _GRAY_MODES:
+        gray = _gray_values(image, declared_peak)
+        if _color_space(profile) == "GRAY":
+            gray = _managed_gray(gray, profile)
+        return Picture(rgb=np.repeat(gray[..., None], 3, axis=2), alpha=alpha)
+    return Picture(rgb=_rgb_values(image, profile), alpha=alpha)
+
+
+def _alpha(image: Image.Image) -> np.ndarray | None:
+    """Alpha in 0..1 (H, W), or None: an alpha band, a palette or colour key (tRNS), or the
+    one transparent level of a 16-bit gray PNG."""
+    if image.mode in _HIGH_PRECISION_MODES:
+        key = image.info.get("transparency")
+        return (np.asarray(image) != key).astype(np.float32) if isinstance(key, int) else None
+    if image.mode in ("RGBA", "LA", "PA"):
+        return np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+    if "transparency" in image.info:  # a palette entry or colour key marked transparent (tRNS)
+        return np.asarray(image.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+    return None
+
+
+def _gray_values(image: Image.Image, declared_peak: float | None) -> np.ndarray:
+    if image.mode in _HIGH_PRECISION_MODES:
+        return _scale_high_precision(np.asarray(image), image.mode, declared_peak=declared_peak)
+    gray = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32)
+    gray *= 1.0 / 255.0  # in place: a 24-megapixel photo must not need two float copies
+    return gray
+
+
+def _rgb_values(image: Image.Image, profile) -> np.ndarray:
+    color = image if image.mode in ("RGB", "CMYK") else image.convert("RGB")
+    if _color_space(profile) == color.mode:
+        color = _managed_color(color, profile)
     # In-place scaling: a 24-megapixel photo must not need two float copies at once.
-    rgb = np.asarray(image.convert("RGB")).astype(np.float32)
+    rgb = np.asarray(color.convert("RGB") if color.mode != "RGB" else color).astype(np.float32)
     rgb *= 1.0 / 255.0
-    return Picture(rgb=rgb, alpha=alpha)
+    return rgb
 
 
-def _scale_high_precision(values: np.ndarray, mode: str) -> np.ndarray:
+def _scale_high_precision(values: np.ndarray, mode: str, *, declared_peak: float | None = None) -> np.ndarray:
+    """16-bit, 32-bit integer ('I') and float ('F') gray values -> float32 0..1."""
     values = values.astype(np.float32)
-    if mode == "F":
-        # Float images come as 0..1 (most TIFF writers) or as 8/16-bit ranges.
-        peak = float(np.nanmax(values)) if values.size else 0.0
-        scale = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0
-    else:
-        scale = 65535.0
-    return np.clip(np.nan_to_num(values / scale), 0.0, 1.0)
+    if values.size == 0:
+        return values
+    if mode == "F" and not np.isfinite(values).all():
+        raise ImageReadError("float image holds NaN or infinite values")
+    black, white = _value_range(values, mode, declared_peak)
+    values -= black
+    values *= 1.0 / max(white - black, np.finfo(np.float32).tiny)
+    return np.clip(values, 0.0, 1.0, out=values)
+
+
+def _value_range(values: np.ndarray, mode: str, declared_peak: float | None) -> tuple[float, float]:
+    """The stored values that mean black and white.
+
+    16-bit images: their bit depth, as every viewer shows them, or the smaller white level
+    the file declares (12-bit data in a 16-bit TIFF). 32-bit integers and floats carry no
+    range: data within 0..1 (floats), 0..255 or 0..65535 is taken at that scale; anything
+    else, such as floats overshooting 1 a little, negative values or 32-bit counts, is
+    stretched just enough to fit (scaling it by 255, 65535 or 2**32 turned it black, and
+    clipping it at the top turned it white).
+    """
+    if mode.startswith("I;16"):
+        return 0.0, float(declared_peak or 65535)
+    if declared_peak:
+        return 0.0, float(declared_peak)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0.0:
+        if mode == "F" and high <= _FLOAT_OVERSHOOT:
+            return 0.0, max(high, 1.0)
+        for peak in (255.0, 65535.0):
+            if high <= peak:
+                return 0.0, peak
+    return min(low, 0.0), max(high, 1.0)
+
+
+# Floats up to this are 0..1 data that overshoots (HDR, resampling ringing), not 0..255 data.
+_FLOAT_OVERSHOOT = 2.0
+
+
+def _declared_peak(image: Image.Image) -> float | None:
+    """The white level a TIFF states for integer data: MaxSampleValue, else 2**bits - 1 when
+    up to 16 bits were read into a 32-bit 'I' image. None when the file says nothing."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or image.mode == "F":
+        return None
+    try:
+        bits = int(_first(tags.get(258, 0)))
+        maximum = int(_first(tags.get(281, 0)))
+    except (TypeError, ValueError):
+        return None
+    if 0 < bits <= 32 and 0 < maximum < (1 << bits) - 1:
+        return float(maximum)
+    return float((1 << bits) - 1) if 0 < bits <= 16 and image.mode == "I" else None
+
+
+def _first(value):
+    return value[0] if isinstance(value, tuple) else value
+
+
+# ---- colour management: an embedded ICC profile -> sRGB ---------------------------
+
+
+def _embedded_profile(image: Image.Image):
+    """The file's ICC profile when its pixels must be converted to sRGB, else None: no
+    profile, an sRGB one (nothing to do), or one LittleCMS cannot read. A corrupt profile
+    must not cost the user the photo: its pixels are taken as stored (as with bad EXIF).
+    """
+    data = image.info.get("icc_profile")
+    if not data or ImageCms is None:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
+        description = profile.profile.profile_description or ""
+        space = profile.profile.xcolor_space
+    except Exception:  # noqa: BLE001 - LittleCMS raises several types on bad bytes
+        return None
+    if space.strip() == "RGB" and "srgb" in description.lower():
+        return None
+    return profile
+
+
+def _color_space(profile) -> str | None:
+    """'RGB', 'GRAY', 'CMYK', ... of a profile; a profile whose space does not match the
+    pixels (an RGB profile on a gray JPEG) is ignored, as browsers do."""
+    return None if profile is None else profile.profile.xcolor_space.strip()
+
+
+def _managed_color(color: Image.Image, profile) -> Image.Image:
+    """RGB or CMYK pixels through their profile to sRGB (perceptual intent: what browsers
+    and editors use by default). Kept as stored if LittleCMS cannot build the transform."""
+    try:
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        return ImageCms.profileToProfile(color, profile, srgb, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB")
+    except Exception:  # noqa: BLE001 - a profile that parses but does not transform
+        return color
+
+
+def _managed_gray(gray: np.ndarray, profile) -> np.ndarray:
+    """Gray values (0..1) through the file's gray profile to sRGB-encoded gray, at 16 bits."""
+    try:
+        table = _gray_to_srgb_table(profile)
+    except Exception:  # noqa: BLE001 - a profile that parses but does not transform
+        return gray
+    return table[np.rint(gray * 65535.0).astype(np.uint16)]
+
+
+def _gray_to_srgb_table(profile) -> np.ndarray:
+    """sRGB-encoded gray (float32) for each of the 65536 16-bit levels of a gray profile.
+
+    LittleCMS maps the levels to linear luminance (the target is a linear gray profile:
+    Pillow's float transforms return garbage, its 8-bit ones would drop 16-bit precision);
+    unoptimised, because its optimised 16-bit curves are off by up to 1.4/255 near black.
+    One table lookup then serves every pixel, and the sRGB curve is applied in float.
+    """
+    linear_gray = ImageCms.ImageCmsProfile(io.BytesIO(_linear_gray_icc()))
+    transform = ImageCms.buildTransform(
+        profile, linear_gray, "I;16", "I;16",
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, flags=ImageCms.Flags.NOOPTIMIZE,
+    )
+    levels = Image.fromarray(np.arange(65536, dtype=np.uint16).reshape(256, 256))
+    linear = np.asarray(transform.apply(levels), dtype=np.float32).reshape(-1) / 65535.0
+    return _linear_to_srgb(linear)
+
+
+@functools.lru_cache(maxsize=1)
+def _linear_gray_icc() -> bytes:
+    """A minimal ICC v2 gray profile with an identity tone curve and D50 white.
+
+    Pillow can create sRGB, Lab and XYZ profiles, none of them gray, so it is written here:
+    a 128-byte header, a tag table, and the three tags a gray display profile needs.
+    """
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return struct.pack(">3i", *(round(v * 65536) for v in (x, y, z)))  # s15Fixed16
+
+    name = b"portraitcolor linear gray\0"
+    tags = [
+        (b"desc", b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(4 + 4 + 2 + 1 + 67)),
+        (b"wtpt", b"XYZ " + bytes(4) + xyz(0.9642, 1.0, 0.8249)),
+        (b"kTRC", b"curv" + bytes(4) + struct.pack(">I", 0)),  # no entries: the identity
+    ]
+    table_end = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        table += signature + struct.pack(">II", table_end + len(body), len(data))
+        body += data + bytes(-len(data) % 4)  # tags start on 4-byte boundaries
+    header = struct.pack(">I4sI4s4s4s", table_end + len(body), b"lcms", 0x02100000, b"mntr", b"GRAY", b"XYZ ")
+    header += bytes(12) + b"acsp" + bytes(28) + xyz(0.9642, 1.0, 0.8249) + bytes(48)
+    return header + table + body
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc() -> bytes:
+    """The sRGB ICC profile that outputs carry, so that no viewer has to guess their space."""
+    if ImageCms is None:
+        return b""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+# ---- metadata that outputs carry on -------------------------------------------------
+
+_ORIENTATION = 0x0112
+# Tags that describe the input file itself (strips, tiles, sample layout, its thumbnail,
+# its own ICC profile, Photoshop's layer data), its resolution (which travels as dpi) or
+# that repeat the orientation (XMP). Copied into an output, and into a TIFF output's own
+# structure above all, they would lie.
+_NOT_CARRIED_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 282, 283, 284, 296, 317,
+     320, 322, 323, 324, 325, 338, 339, 340, 341, 347, 513, 514, 530, 531, 532, 700, 34675, 37724}
+)
+
+
+def _carried_exif(image: Image.Image) -> bytes | None:
+    """The input's EXIF (dates, description, copyright, camera, GPS) for its output, with the
+    orientation reset to 1 because the pixels are turned upright on reading. None when there
+    is none or it cannot be read: bad EXIF must not cost the user the photo."""
+    try:
+        exif = Image.Exif()
+        exif.load(image.getexif().tobytes())  # a copy: _upright still reads the original
+        for tag in _NOT_CARRIED_TAGS.intersection(exif):
+            del exif[tag]
+        if _ORIENTATION in exif:
+            exif[_ORIENTATION] = 1
+        return exif.tobytes() if len(exif) else None
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return None
+
+
+def _carried_dpi(image: Image.Image, orientation: int) -> tuple[float, float] | None:
+    """The input's resolution as (x, y) dots per inch of the upright picture, if it states one."""
+    try:
+        x, y = (float(v) for v in image.info["dpi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (0.0 < x < math.inf and 0.0 < y < math.inf):
+        return None
+    return (y, x) if orientation in _QUARTER_TURNS else (x, y)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return 1
+
+
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _tiff_orientation(image: Image.Image) -> int | None:
+    tags = getattr(image, "tag_v2", None)
+    try:
+        return None if tags is None else int(_first(tags.get(_ORIENTATION, 1)))
+    except (TypeError, ValueError):
+        return None
 
 
 # ---- sRGB <-> CIELAB -------------------------------------------------------------

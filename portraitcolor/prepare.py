@@ -157,7 +157,21 @@ def collect_sources(paths: Iterable[str | os.PathLike], *, files_from: Iterable[
             sources.extend(Source(path=p, name=utf8_name(p.relative_to(path).as_posix()), root=path) for p in found)
         else:
             sources.append(Source(path=path, name=utf8_name(Path(os.path.normpath(given)).as_posix())))
+    _refuse_shared_names(sources)
     return sources
+
+
+def _refuse_shared_names(sources: list[Source]) -> None:
+    """Two photos under one name would be one key in the set: the second would be dropped as
+    'already in the set'. Refused before any work, with the way out."""
+    seen: dict[str, Path] = {}
+    for source in sources:
+        first = seen.setdefault(source.name, source.path)
+        if first != source.path and os.path.realpath(first) != os.path.realpath(source.path):
+            raise PrepareError(
+                f"{first} and {source.path} would both be named {source.name!r} in the set; "
+                "give their common parent folder instead (names then keep the sub-folder), or prepare them in separate sets"
+            )
 
 
 # ---- IMDB-WIKI metadata ------------------------------------------------------------

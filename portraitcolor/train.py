@@ -14,8 +14,12 @@ Validation metrics are measured on the ab channels in network units (0..1): MAE,
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import math
 import os
+import re
 import signal
 import threading
 import time
@@ -26,8 +30,17 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "portraitcolor-checkpoint/1"
 BEST_WEIGHTS = "best.safetensors"
 SAMPLE_COUNT = 8
+# Adam divides the rate by its bias correction (as small as 0.1) in float32: a larger rate
+# overflows inside the optimizer instead of reaching the divergence check.
+MAX_LR = 1e30
 # Options that do not change the numbers a run computes, so --resume may change them.
-RUNTIME_OPTIONS = ("device", "workers", "compile", "resume", "set_default")
+RUNTIME_OPTIONS = ("device", "workers", "compile", "resume", "set_default", "replace", "overwrite")
+# Where the result goes: given with --resume it is used, not given the run's own is kept.
+OUTPUT_OPTIONS = ("name",)
+# Which set and folder the run has: checked on their own terms when resuming.
+RUN_IDENTITY = ("data", "data_fingerprint", "run_dir")
+# Files a run writes into its folder (--overwrite removes an earlier run's before starting).
+RUN_FILES = (CHECKPOINT, BEST_WEIGHTS, "config.json", "metrics.jsonl", "loss_curve.png")
 
 
 @dataclass
@@ -51,6 +64,10 @@ class TrainConfig:
     set_default: bool = False
     in_memory: bool | None = None
     workers: int | None = None
+    replace: bool = False  # --name may replace a model of that name in the store
+    overwrite: bool = False  # --run-dir may hold an earlier run's files
+    # The set's size, mtime and sha256, taken at the start: --resume checks it is the same file.
+    data_fingerprint: dict | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -64,6 +81,11 @@ class TrainingInterrupted(Exception):
 
 class TrainingError(ValueError):
     """A run that cannot start or resume, with a one-line reason."""
+
+
+class TrainingUsageError(TrainingError):
+    """The options ask for something that cannot be (a bad --lr, a taken --name, a recipe
+    that differs from the resumed run's): the command line is wrong, not the job (exit 2)."""
 
 
 # ---- progress events (the CLI renders them; this module never prints) ----------------
@@ -114,12 +136,19 @@ class TrainResult:
 # ---- the loop -------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = None) -> TrainResult:
+def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = None, given=None) -> TrainResult:
+    """Run (or resume) training; the best epoch's weights go into the store.
+
+    given: the config fields the caller set on purpose (the CLI: the options written on the
+    command line); None: those that differ from TrainConfig's defaults. With --resume they
+    must agree with the run's recipe.
+    """
     import torch
 
     from . import dataset, device as devices, losses, schedule
     from .model import PatchDiscriminator, UNet, UNetConfig
 
+    config = TrainConfig(**asdict(config))  # filled in below (epochs, set path); the caller's stays as given
     emit = on_event or (lambda event: None)
     stop = stop or threading.Event()
     rank, world_size, local_rank = _start_distributed(config.device)
@@ -127,26 +156,32 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     if not master:
         emit = lambda event: None  # noqa: E731 - one voice on the terminal
 
-    # -- the run: fresh, or resumed from its checkpoint
+    # -- checked before any work: the options, the outputs (store name, run folder), the set.
+    # A mistake found after hours of training costs those hours; found now, one line.
     checkpoint = None
     if config.resume:
         run_dir = _find_run(config.resume)
         checkpoint = _load_checkpoint(run_dir)
-        saved = dict(checkpoint["config"])
-        saved.update({key: getattr(config, key) for key in RUNTIME_OPTIONS})
-        config = TrainConfig.from_dict(saved)
-    else:
-        run_dir = _new_run_dir(config) if master else Path(config.run_dir or ".")
+        config = _resumed_config(checkpoint["config"], config, _given_fields(config, given), run_dir)
     phases = schedule.parse_schedule(config.loss, config.epochs)
     total = schedule.total_epochs(phases)
-    schedule.check_lr_decay(config.lr_decay)
+    config.epochs = total  # saved as a number, so that a resume can compare --epochs with it
+    _check_options(config)
+    device = _checked_device(config.device)
+    if master:
+        _check_model_name(config)
+        if not checkpoint:
+            _check_run_dir(config)
+    if checkpoint:
+        _check_same_set(config)
     info = dataset.inspect_set(config.data)
     if info.split_counts["val"] == 0:
         raise dataset.DatasetError(f"{config.data}: the set has no val images to validate on")
+    if not checkpoint:
+        config.data = str(Path(config.data).resolve())  # a resume from another folder finds the same file
+        config.data_fingerprint = _set_fingerprint(Path(config.data)) if master else None  # only rank 0 saves it
     if config.in_memory is None:  # fixed at the start: it decides the shuffling order
         config.in_memory = dataset.split_bytes(info, "train") <= dataset.IN_MEMORY_BYTES
-
-    device = devices.pick_device(config.device)
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -211,8 +246,9 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
         tensor = tensor.to(device, non_blocking=True)
         return tensor.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else tensor
 
+    if not checkpoint:  # made only now: a run that fails to set up leaves no empty folder behind
+        run_dir = _new_run_dir(config) if master else Path(config.run_dir or ".")
     if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(run_dir / "config.json", {**asdict(config), "resume": None, "phases": [p.to_dict() for p in phases], "world_size": world_size})
 
     def save_checkpoint(finished: bool = False) -> None:
@@ -271,6 +307,8 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
 
                 step += 1
                 value = float(loss.detach())
+                if not math.isfinite(value):  # the weights are ruined: nothing of them may be saved
+                    raise _diverged(value, f"epoch {epoch + 1}/{total}, step {step}/{steps}", run_dir, records)
                 train_loss_sum += value * per_rank_batch
                 train_images += per_rank_batch
                 timed_images += per_rank_batch * world_size
@@ -291,6 +329,8 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
                 weight * (1.0 - metrics["val_ssim"] if name == "ssim" else metrics[f"val_{name}"])
                 for name, weight in phase.validation_terms
             )
+            if not math.isfinite(val_loss):
+                raise _diverged(val_loss, f"epoch {epoch + 1}/{total}, validation", run_dir, records)
             train_loss = _all_ranks_mean(train_loss_sum, train_images, world_size, device)
             record = {
                 "epoch": epoch + 1, "phase": phase_index, "phase_name": phase.name,
@@ -321,15 +361,15 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     best = schedule.best_epoch([schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records])
     name = None
     if master and best is not None:
-        name = config.name or run_dir.name
         summary = {
-            "data": str(Path(config.data).resolve()), "schedule": [p.to_dict() for p in phases], "loss": config.loss,
+            "data": str(Path(config.data).resolve()), "data_sha256": (config.data_fingerprint or {}).get("sha256"),
+            "schedule": [p.to_dict() for p in phases], "loss": config.loss,
             "epochs": len(records), "best_epoch": best + 1, "validation": records[best],
             "batch_size": config.batch_size, "lr": config.lr, "lr_decay": config.lr_decay, "seed": config.seed, "world_size": world_size,
             "init": config.init,
             "run_dir": str(run_dir),
         }
-        _store_best(run_dir / BEST_WEIGHTS, name, summary, set_default=config.set_default)
+        name = _store_best(run_dir, config.name, summary, set_default=config.set_default, replace=config.replace)
     return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)
 
 
@@ -343,19 +383,207 @@ def _load_initial_weights(model, spec: str) -> None:
     model.load_state_dict(start.state_dict())
 
 
-def _store_best(best_path: Path, name: str, summary: dict, *, set_default: bool) -> None:
-    """Put the best epoch's weights into the store; if that fails for any reason, the error
-    says where the weights are and how to finish the job, so training is never lost."""
+def _store_best(run_dir: Path, name: str | None, summary: dict, *, set_default: bool, replace: bool) -> str:
+    """Put the best epoch's weights into the store under `name` (None: a free name made from
+    the run folder's); return the name. If that fails for any reason, the error says where the
+    weights are and how to finish the job, so training is never lost."""
     from .weights import WeightsError, WeightsStore, load_weights_file
 
+    best_path, store = run_dir / BEST_WEIGHTS, WeightsStore()
+    for _attempt in range(5):
+        chosen = name or _free_model_name(run_dir.name, store.names())
+        try:
+            store.save_model(load_weights_file(best_path), chosen, training=summary, set_default=set_default,
+                             replace=replace and name is not None)
+            return chosen
+        except (WeightsError, OSError) as error:
+            if name is None and _taken(store, chosen):
+                continue  # a parallel run stored that name a moment ago: take the next free one
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            raise TrainingError(
+                f"the trained model could not be stored ({reason}); its weights are kept in {best_path}: "
+                f"finish with: portraitcolor models import {best_path} --name {chosen}{' --default' if set_default else ''}"
+            ) from None
+    raise TrainingError(f"no free model name for {run_dir.name!r}; its weights are kept in {best_path}: store them with portraitcolor models import")
+
+
+def _taken(store, name: str) -> bool:
     try:
-        WeightsStore().save_model(load_weights_file(best_path), name, training=summary, set_default=set_default)
-    except (WeightsError, OSError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return name in store.names()
+    except Exception:  # noqa: BLE001 - an unreadable store: report the first error, not this one
+        return False
+
+
+def _free_model_name(run_name: str, taken) -> str:
+    """A valid store name from the run folder's name, unused in the store: two runs without
+    --name never replace each other's model, and a folder called `my run` still stores."""
+    from .weights import BUILTIN_NAME
+
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-._")[:56] or "run"
+    taken = {*taken, BUILTIN_NAME}
+    return next(name for name in (base if n == 1 else f"{base}-{n}" for n in itertools.count(1)) if name not in taken)
+
+
+def _diverged(value: float, where: str, run_dir: Path, records: list) -> TrainingError:
+    """The error for a loss that stopped being a number (too high an --lr): where it happened and
+    which finite weights are left. The checkpoint is not saved again, so it stays finite too."""
+    best = _best_epoch_number(records)
+    kept = (
+        f"the best finite weights (epoch {best}) are kept in {run_dir / BEST_WEIGHTS}"
+        f" (store them with: portraitcolor models import {run_dir / BEST_WEIGHTS} --name NAME)"
+        if best is not None and (run_dir / BEST_WEIGHTS).is_file() else "no epoch had finished, so no model was stored"
+    )
+    return TrainingError(f"the training loss became {value} at {where}: the run diverged (try a lower --lr); {kept}")
+
+
+def _best_epoch_number(records: list) -> int | None:
+    """The 1-based best epoch of the records so far (None before the first)."""
+    from .schedule import EpochRecord, best_epoch
+
+    best = best_epoch([EpochRecord(r["val_loss"], r["phase"]) for r in records])
+    return None if best is None else best + 1
+
+
+# ---- checks before any work ------------------------------------------------------------
+
+
+def _check_options(config: TrainConfig) -> None:
+    """Numbers no run can use: refused as usage errors rather than met as NaN weights later."""
+    from .schedule import check_lr_decay
+
+    if not (math.isfinite(config.lr) and 0 <= config.lr <= MAX_LR):
+        raise TrainingUsageError(f"--lr must be a number from 0 to {MAX_LR:g}, got {config.lr}")
+    check_lr_decay(config.lr_decay)
+
+
+def _checked_device(spec: str):
+    """The torch device; a spec this machine cannot give (tpu, cuda without a GPU) is a usage error."""
+    from . import device as devices
+
+    try:
+        return devices.pick_device(spec)
+    except devices.DeviceError as error:
+        raise TrainingUsageError(str(error)) from None
+
+
+def _check_model_name(config: TrainConfig) -> None:
+    """--name is checked now: a bad name, or one taken in the store, would otherwise fail (or
+    silently replace a model) only after training. Without --name a free one is chosen."""
+    if config.name is None:
+        return
+    from .weights import WeightsError, WeightsStore, check_name
+
+    try:
+        check_name(config.name)
+    except WeightsError as error:
+        raise TrainingUsageError(f"--name: {error}") from None
+    if not config.replace and config.name in WeightsStore().names():
+        raise TrainingUsageError(
+            f"a model named {config.name!r} is already in the store: choose another --name, or pass --replace to replace it"
+        )
+
+
+def _check_run_dir(config: TrainConfig) -> None:
+    """An explicit --run-dir must be new or empty, or --overwrite given: a run never writes
+    over another run's checkpoint, metrics and samples unasked."""
+    if not config.run_dir:
+        return
+    run_dir = Path(config.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingUsageError(f"--run-dir {run_dir} is a file, not a folder")
+    if config.overwrite or not run_dir.is_dir():
+        return
+    if (run_dir / CHECKPOINT).exists():
+        raise TrainingUsageError(
+            f"{run_dir} already holds a run: continue it with --resume {run_dir}, or pass --overwrite to start afresh there"
+        )
+    if any(run_dir.iterdir()):
+        raise TrainingUsageError(f"--run-dir {run_dir} is not empty: choose a new or empty folder, or pass --overwrite")
+
+
+def _given_fields(config: TrainConfig, given) -> set:
+    if given is not None:
+        return set(given)
+    return {f.name for f in fields(TrainConfig) if getattr(config, f.name) != f.default}
+
+
+def _resumed_config(saved: dict, asked: TrainConfig, given: set, run_dir: Path) -> TrainConfig:
+    """The run's own config with the runtime options asked for now. A recipe option given beside
+    --resume that differs from the run's is refused: the run would silently go on with its own."""
+    run = TrainConfig.from_dict(saved)
+    recipe = {f.name for f in fields(TrainConfig)} - {*RUNTIME_OPTIONS, *OUTPUT_OPTIONS, *RUN_IDENTITY}
+    differing = [
+        f"{_option_name(key)} {getattr(asked, key)} (the run's: {getattr(run, key)})"
+        for key in sorted(given & recipe) if getattr(asked, key) != getattr(run, key)
+    ]
+    if "run_dir" in given and asked.run_dir and Path(asked.run_dir).resolve() != run_dir.resolve():
+        differing.append(f"--run-dir {asked.run_dir} (the run's: {run_dir})")
+    values = asdict(run)
+    if "data" in given and asked.data and Path(asked.data).resolve() != Path(run.data).resolve():
+        moved = _moved_set(asked.data, run)
+        if moved is None:
+            differing.append(f"the set {asked.data} (the run's: {run.data})")
+        else:
+            values.update(moved)
+    if differing:
+        raise TrainingUsageError(
+            f"--resume {asked.resume} continues that run with its own recipe, but "
+            + ", ".join(differing) + (" differs" if len(differing) == 1 else " differ") + ": leave them out, or start a new run"
+        )
+    values.update({key: getattr(asked, key) for key in RUNTIME_OPTIONS})
+    values.update({key: getattr(asked, key) for key in OUTPUT_OPTIONS if key in given})
+    return TrainConfig(**values)
+
+
+def _option_name(key: str) -> str:
+    return {"in_memory": "--in-memory/--stream"}.get(key, "--" + key.replace("_", "-"))
+
+
+def _moved_set(path: str, run: TrainConfig) -> dict | None:
+    """The set given beside --resume at another path is taken when its content is the run's set
+    (moved or copied): {data, data_fingerprint} for it; None when it is another set."""
+    print_ = run.data_fingerprint
+    path = Path(path).resolve()
+    if not print_ or not path.is_file() or not _same_content(path, print_):
+        return None
+    return {"data": str(path), "data_fingerprint": {**print_, "mtime_ns": path.stat().st_mtime_ns}}
+
+
+def _check_same_set(config: TrainConfig) -> None:
+    """A resumed run trains on the very file it started on. Its path alone is not enough: a set
+    rebuilt under the same name holds other images, and the run would mix the two."""
+    print_ = config.data_fingerprint
+    if print_ is None:
+        return  # a run from before fingerprints: its path is all there is to go by
+    path = Path(config.data)
+    if not path.is_file():
+        raise TrainingError(f"{path}: the set this run trains on is missing (if it moved, give its new path beside --resume)")
+    if not _same_content(path, print_):
         raise TrainingError(
-            f"the trained model could not be stored ({reason}); its weights are kept in {best_path}: "
-            f"finish with: portraitcolor models import {best_path} --name {name}{' --default' if set_default else ''}"
-        ) from None
+            f"{path}: the set changed since the run started (its sha256 differs): resuming would train on other images; start a new run"
+        )
+
+
+def _set_fingerprint(path: Path) -> dict:
+    status = path.stat()
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def _same_content(path: Path, print_: dict) -> bool:
+    """Size and mtime unchanged: the same file, without reading gigabytes again. Otherwise
+    (copied, touched) the sha256 decides."""
+    status = path.stat()
+    if status.st_size != print_["size"]:
+        return False
+    return status.st_mtime_ns == print_["mtime_ns"] or _sha256(path) == print_["sha256"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # ---- validation and pictures -----------------------------------------------------------
@@ -465,19 +693,39 @@ def _plot_loss_curves(path: Path, records: list, phases) -> None:
 
 
 def _new_run_dir(config: TrainConfig) -> Path:
+    """Create the run's folder (checked by _check_run_dir). The default one is made with
+    mkdir(exist_ok=False): two runs started in the same second get a folder each."""
     if config.run_dir:
         run_dir = Path(config.run_dir)
-        if (run_dir / CHECKPOINT).exists():
-            raise TrainingError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --run-dir")
+        if config.overwrite:
+            _remove_run_files(run_dir)
+        if run_dir.is_dir():
+            return run_dir
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError:
+            raise TrainingUsageError(f"--run-dir {run_dir} was just created by another run: choose another folder") from None
         return run_dir
     from .weights import store_root
 
     base = store_root() / "runs" / (config.name or time.strftime("%Y%m%d-%H%M%S"))
-    run_dir, suffix = base, 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = base.with_name(f"{base.name}-{suffix}")
-    return run_dir
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in itertools.count(1):
+        run_dir = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """--overwrite: an earlier run's files go, so that none of them (a checkpoint to resume, the
+    samples of epochs this run will not reach) is taken for this run's. Other files stay."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for sample in (run_dir / "samples").glob("epoch-*.png"):
+        sample.unlink()
 
 
 def _find_run(spec: str) -> Path:
@@ -511,8 +759,33 @@ def _save_checkpoint(run_dir: Path, state: dict) -> None:
 
     from .atomic import atomic_output
 
-    with atomic_output(run_dir / CHECKPOINT) as temporary:
-        torch.save(state, temporary)
+    with atomic_output(run_dir / CHECKPOINT) as temporary, open(temporary, "wb") as handle:
+        writer = _WriteErrors(handle)
+        try:
+            torch.save(state, writer)
+        except RuntimeError:
+            # torch reports a failed write (a full disk) as "enforce fail at inline_container.cc";
+            # the OSError underneath says what happened, and atomic_output names the file.
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+
+class _WriteErrors:
+    """A file for torch.save that remembers the OSError of a failed write."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _write_json(path: Path, document: dict) -> None:

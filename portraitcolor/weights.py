@@ -12,14 +12,19 @@ tensor reaches the network. The sha256 recorded at import catches files changed 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import re
 import struct
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from . import __version__
 from .atomic import atomic_output, atomic_write_text
@@ -33,6 +38,12 @@ BUILTIN_NAME = "builtin"
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FLOAT_DTYPES = {"F16", "BF16", "F32"}
+_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "I64": 8}
+# The files the index may point to: plain names inside models/, never a path elsewhere.
+_STORED_FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.safetensors$")
+_SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# Index updates take milliseconds; a lock held this long belongs to a stuck process.
+_LOCK_TIMEOUT_SECONDS = 60
 
 NO_MODEL_HELP = (
     "no colorization model is installed. Train one with "
@@ -100,10 +111,18 @@ def save_weights(model, path: str | os.PathLike, *, training: dict | None = None
         if half and tensor.is_floating_point():
             tensor = tensor.to(torch.float16)
         state[key] = tensor
+    problem = unusable_values(state)
+    if problem:
+        raise WeightsError(f"{path}: not saved, the weights cannot work ({problem})")
     metadata = build_metadata(model.config.to_dict(), training=training)
     path = Path(path)
     with atomic_output(path) as temporary:
-        save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(metadata)})
+        try:
+            save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(metadata)})
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - safetensors reports a full disk as its own error type
+            raise WeightsError(f"{path}: cannot write the weights ({(str(error).splitlines() or [type(error).__name__])[0]})") from None
     return path
 
 
@@ -155,12 +174,6 @@ def _not_safetensors_reason(prefix: bytes, plausible: bool, raw: bytes) -> str:
     return "corrupt safetensors header"
 
 
-    raw_metadata = header.pop("__metadata__", {}) or {}
-    data_bytes = size - 8 - header_length
-    _check_tensor_entries(path, header, data_bytes)
-    return header, _parse_metadata(path, raw_metadata)
-
-
 def _check_tensor_entries(path: Path, header: dict, data_bytes: int) -> None:
     for name, entry in header.items():
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
@@ -205,13 +218,20 @@ def load_weights_file(path: str | os.PathLike, *, expected_sha256: str | None = 
         config = UNetConfig.from_dict(metadata["config"])
     except (TypeError, ValueError) as error:
         raise WeightsError(f"{path}: invalid model config ({error})") from None
-    model = UNet(config)
-    _check_against_model(path, header, model.state_dict())
+    # The config's cost is checked from its numbers: a network on the meta device has every
+    # shape and no storage, so a header claiming a huge width is refused before any allocation.
+    with torch.device("meta"):
+        expected = UNet(config).state_dict()
+    _check_against_model(path, header, expected)
     try:
         state = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
         raise WeightsError(f"{path}: corrupt weights file ({error})") from None
-    state = {key: value.to(model.state_dict()[key].dtype) for key, value in state.items()}
+    problem = unusable_values(state)
+    if problem:
+        raise WeightsError(f"{path}: the weights cannot work ({problem})")
+    model = UNet(config)
+    state = {key: value.to(expected[key].dtype) for key, value in state.items()}
     model.load_state_dict(state, strict=True)
     model.metadata = metadata
     return model.eval().requires_grad_(False).to(torch.float32)
@@ -232,6 +252,27 @@ def _check_against_model(path: Path, header: dict, expected: dict) -> None:
         wanted = _FLOAT_DTYPES if tensor.is_floating_point() else {"I64"}
         if entry["dtype"] not in wanted:
             raise WeightsError(f"{path}: tensor {name!r} has dtype {entry['dtype']}, expected one of {sorted(wanted)}")
+        start, end = entry["data_offsets"]
+        if end - start != tensor.numel() * _DTYPE_BYTES[entry["dtype"]]:
+            raise WeightsError(f"{path}: tensor {name!r} holds {end - start} bytes, not the {tensor.numel()} values of its shape")
+
+
+def unusable_values(state: dict) -> str | None:
+    """Why a state dict cannot colour anything (a NaN, an inf, a negative variance), or None.
+
+    Such weights load without complaint and then write black images; a diverged training
+    run (a learning rate of inf) produces exactly these.
+    """
+    import torch
+
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            return f"tensor {name!r} holds NaN or infinite values"
+        if name.endswith("running_var") and bool((tensor < 0).any()):
+            return f"tensor {name!r} holds a negative variance"
+    return None
 
 
 # ---- the store -------------------------------------------------------------------
@@ -247,6 +288,10 @@ def check_name(name: str) -> str:
 
 
 class WeightsStore:
+    """Models by name. Every read-modify-write of the index holds the store's file lock, so
+    parallel imports and trainings never lose each other's entries; every path the store
+    touches is a plain file name inside models/, whatever the index says."""
+
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else store_root()
 
@@ -258,20 +303,60 @@ class WeightsStore:
     def index_path(self) -> Path:
         return self.root / "index.json"
 
+    @contextlib.contextmanager
+    def _locked_index(self) -> Iterator[dict]:
+        """Yield the index under the store's lock; it is written back if the block succeeds."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / ".index.lock", timeout=_LOCK_TIMEOUT_SECONDS)
+        try:
+            with lock:
+                index = self._read_index()
+                yield index
+                self._write_index(index)
+        except Timeout:
+            raise WeightsError(f"{self.root}: the store is locked by another portraitcolor process (lock file {lock.lock_file})") from None
+
     def _read_index(self) -> dict:
         try:
             index = json.loads(self.index_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"default": None, "models": {}}
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise WeightsError(f"{self.index_path}: unreadable store index ({error})") from None
         if not isinstance(index, dict) or not isinstance(index.get("models"), dict):
-            raise WeightsError(f"{self.index_path}: corrupt store index")
+            raise WeightsError(f"{self.index_path}: corrupt store index (no 'models' object)")
+        if index.get("default") is not None and not isinstance(index["default"], str):
+            raise WeightsError(f"{self.index_path}: corrupt store index ('default' is not a model name)")
         return index
 
     def _write_index(self, index: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    def _entry_problem(self, name: str, entry) -> str | None:
+        """What is wrong with an index entry (a hand-edited or damaged index), or None."""
+        if not _NAME_PATTERN.match(name) or name == BUILTIN_NAME:
+            return f"invalid model name {name!r} in the index"
+        if not isinstance(entry, dict):
+            return f"index entry {name!r} is not an object"
+        file = entry.get("file")
+        if not isinstance(file, str) or not _STORED_FILE_PATTERN.match(file):
+            return f"index entry {name!r} names {file!r}, not a file inside the store"
+        if not (entry.get("sha256") is None or (isinstance(entry["sha256"], str) and _SHA256_PATTERN.match(entry["sha256"]))):
+            return f"index entry {name!r} has an invalid sha256"
+        if not (entry.get("added") is None or isinstance(entry["added"], str)):
+            return f"index entry {name!r} has an invalid date"
+        return None
+
+    def _entry(self, index: dict, name: str) -> dict:
+        entry = index["models"].get(name)
+        if entry is None:
+            known = ", ".join(sorted(index["models"])) or "none"
+            raise WeightsError(f"no model named {name!r} in the store {self.root} (models: {known})")
+        problem = self._entry_problem(name, entry)
+        if problem:
+            raise WeightsError(f"{self.index_path}: {problem}; `portraitcolor models remove {name}` drops the entry")
+        return entry
 
     def default_name(self) -> str | None:
         return self._read_index().get("default")
@@ -283,10 +368,7 @@ class WeightsStore:
         if name == BUILTIN_NAME:
             return self._builtin_info()
         index = self._read_index()
-        entry = index["models"].get(name)
-        if entry is None:
-            known = ", ".join(self.names()) or "none"
-            raise WeightsError(f"no model named {name!r} in the store {self.root} (models: {known})")
+        entry = self._entry(index, name)
         path = self.models_dir / entry["file"]
         _, metadata = read_header(path)
         return ModelInfo(name, path, entry.get("sha256"), entry.get("added"), index.get("default") == name, metadata)
@@ -305,8 +387,7 @@ class WeightsStore:
             try:
                 infos.append(self.info(name))
             except WeightsError as error:  # list the others; say what is wrong with this one
-                entry = self._read_index()["models"][name]
-                infos.append(ModelInfo(name, self.models_dir / entry["file"], entry.get("sha256"), None, False, {"error": str(error)}))
+                infos.append(ModelInfo(name, self.models_dir, None, None, False, {"error": str(error)}))
         return infos
 
     def add_file(self, source: str | os.PathLike, name: str, *, set_default: bool = False, replace: bool = False) -> ModelInfo:
@@ -314,41 +395,56 @@ class WeightsStore:
         check_name(name)
         source = Path(source)
         load_weights_file(source)  # refuse anything that would not load later
-        index = self._read_index()
-        if name in index["models"] and not replace:
-            raise WeightsError(f"a model named {name!r} already exists (remove it first, or pass --replace)")
+        with self._staging(name) as staging:
+            staging.write_bytes(source.read_bytes())
+            return self._adopt(staging, name, set_default=set_default, replace=replace)
+
+    def save_model(self, model, name: str, *, training: dict | None = None, set_default: bool = False, half: bool = False, replace: bool = False) -> ModelInfo:
+        """Save a trained network into the store under `name` (an existing one only with replace)."""
+        check_name(name)
+        with self._staging(name) as staging:
+            save_weights(model, staging, training=training, half=half)
+            load_weights_file(staging)  # what is stored must load, exactly as written
+            return self._adopt(staging, name, set_default=set_default, replace=replace)
+
+    @contextlib.contextmanager
+    def _staging(self, name: str) -> Iterator[Path]:
+        """A private file in models/ for one incoming model; gone afterwards, adopted or not."""
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        target = self.models_dir / f"{name}.safetensors"
-        with atomic_output(target) as temporary:
-            temporary.write_bytes(source.read_bytes())
-        index["models"][name] = {
-            "file": target.name,
-            "sha256": sha256_of(target),
-            "added": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        # The default changes only when asked: a new model, even the first in the store, may
-        # be worse than the packaged one, and would silently colour every later photo.
-        if set_default:
-            index["default"] = name
-        self._write_index(index)
+        handle, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=".incoming.safetensors", dir=self.models_dir)
+        os.close(handle)
+        try:
+            yield Path(staging)
+        finally:
+            Path(staging).unlink(missing_ok=True)
+
+    def _adopt(self, staging: Path, name: str, *, set_default: bool, replace: bool) -> ModelInfo:
+        """Rename a checked staging file to models/NAME and record it, all under the lock."""
+        digest = sha256_of(staging)
+        with self._locked_index() as index:
+            if name in index["models"] and not replace:
+                raise WeightsError(f"a model named {name!r} already exists (remove it first, or pass --replace)")
+            target = self.models_dir / f"{name}.safetensors"
+            os.chmod(staging, 0o644)
+            os.replace(staging, target)
+            index["models"][name] = {
+                "file": target.name,
+                "sha256": digest,
+                "added": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            # The default changes only when asked: a new model, even the first in the store,
+            # may be worse than the packaged one, and would silently colour every later photo.
+            if set_default:
+                index["default"] = name
         return self.info(name)
 
-    def save_model(self, model, name: str, *, training: dict | None = None, set_default: bool = False, half: bool = False) -> ModelInfo:
-        """Save a trained network into the store under `name` (replacing an older one)."""
-        check_name(name)
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.models_dir / f".{name}.incoming.safetensors"
-        try:
-            save_weights(model, staging, training=training, half=half)
-            return self.add_file(staging, name, set_default=set_default, replace=True)
-        finally:
-            staging.unlink(missing_ok=True)
-
-    def export(self, name: str, destination: str | os.PathLike) -> Path:
+    def export(self, name: str, destination: str | os.PathLike, *, overwrite: bool = False) -> Path:
         info = self.info(name)
         destination = Path(destination)
         if destination.is_dir():
             destination = destination / f"{name}.safetensors"
+        if (destination.exists() or destination.is_symlink()) and not overwrite:
+            raise WeightsError(f"{destination} exists (pass --overwrite to replace it)")
         with atomic_output(destination) as temporary:
             temporary.write_bytes(info.path.read_bytes())
         return destination
@@ -356,24 +452,23 @@ class WeightsStore:
     def remove(self, name: str) -> None:
         if name == BUILTIN_NAME:
             raise WeightsError("the packaged model cannot be removed")
-        index = self._read_index()
-        entry = index["models"].pop(name, None)
-        if entry is None:
-            raise WeightsError(f"no model named {name!r} in the store {self.root}")
-        if index.get("default") == name:
-            index["default"] = None
-        self._write_index(index)
-        (self.models_dir / entry["file"]).unlink(missing_ok=True)
+        with self._locked_index() as index:
+            entry = index["models"].pop(name, None)
+            if entry is None:
+                raise WeightsError(f"no model named {name!r} in the store {self.root}")
+            if index.get("default") == name:
+                index["default"] = None
+        # A damaged entry is dropped from the index, but no file it names is touched.
+        if self._entry_problem(name, entry) is None:
+            (self.models_dir / entry["file"]).unlink(missing_ok=True)
 
     def set_default(self, name: str) -> None:
-        index = self._read_index()
-        if name == BUILTIN_NAME:
-            index["default"] = None  # no store default means the packaged model
-        elif name not in index["models"]:
-            raise WeightsError(f"no model named {name!r} in the store {self.root}")
-        else:
-            index["default"] = name
-        self._write_index(index)
+        with self._locked_index() as index:
+            if name == BUILTIN_NAME:
+                index["default"] = None  # no store default means the packaged model
+            else:
+                self._entry(index, name)
+                index["default"] = name
 
     def load(self, name: str):
         if name == BUILTIN_NAME:

@@ -1,0 +1,76 @@
+"""Outputs replace earlier results only when asked; distinct photos keep distinct names."""
+
+from __future__ import annotations
+
+import h5py
+
+from tests.conftest import run_cli, write_portrait
+
+
+def _photos(folder, count, *, seed=0):
+    for i in range(count):
+        write_portrait(folder / f"p{i}.png", seed=seed + i)
+    return folder
+
+
+def test_evaluate_report_and_csv_replace_only_with_overwrite(tmp_path, tiny_model_file):
+    photos = _photos(tmp_path / "photos", 8)
+    report = tmp_path / "report"
+    first = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(report), "--csv", str(tmp_path / "m.csv"))
+    assert first.returncode == 0, first.stderr
+    page = (report / "index.html").read_bytes()
+    csv = (tmp_path / "m.csv").read_bytes()
+
+    again = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(report))
+    assert again.returncode != 0 and b"--overwrite" in again.stderr and b"Traceback" not in again.stderr
+    assert (report / "index.html").read_bytes() == page
+    again = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--csv", str(tmp_path / "m.csv"))
+    assert again.returncode != 0 and b"--overwrite" in again.stderr
+    assert (tmp_path / "m.csv").read_bytes() == csv
+
+
+def test_an_overwritten_report_keeps_no_strip_of_the_earlier_one(tmp_path, tiny_model_file):
+    report = tmp_path / "report"
+    first = run_cli("evaluate", str(_photos(tmp_path / "a", 8)), "-m", str(tiny_model_file), "--report", str(report))
+    assert first.returncode == 0, first.stderr
+    earlier = {path.name for path in (report / "images").iterdir()}
+    (report / "notes.txt").write_text("mine")  # a file of the user's own is not the report's
+    second = run_cli("evaluate", str(_photos(tmp_path / "b", 3, seed=50)), "-m", str(tiny_model_file), "--report", str(report), "--overwrite")
+    assert second.returncode == 0, second.stderr
+    page = (report / "index.html").read_text()
+    kept = {path.name for path in (report / "images").iterdir()}
+    assert all(name in page for name in kept)  # every image in the folder belongs to the new page
+    assert earlier - kept  # and the earlier report's extra strips are gone
+    assert (report / "notes.txt").read_text() == "mine"
+
+
+def test_an_empty_report_folder_needs_no_overwrite(tmp_path, tiny_model_file):
+    (tmp_path / "report").mkdir()
+    result = run_cli("evaluate", str(_photos(tmp_path / "a", 4)), "-m", str(tiny_model_file), "--report", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_prepare_refuses_two_photos_under_one_name_before_any_work(tmp_path):
+    a = _photos(tmp_path / "pa", 3)
+    b = _photos(tmp_path / "pb", 3, seed=10)  # different photos, same file names
+    result = run_cli("prepare", str(a), str(b), "-o", str(tmp_path / "s.h5"), "--size", "32")
+    assert result.returncode != 0 and b"Traceback" not in result.stderr
+    message = result.stderr.decode()
+    assert "p0.png" in message and "common parent folder" in message and len(message.strip().splitlines()) == 1
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_the_common_parent_keeps_every_photo(tmp_path):
+    _photos(tmp_path / "photos" / "pa", 3)
+    _photos(tmp_path / "photos" / "pb", 3, seed=10)
+    result = run_cli("prepare", str(tmp_path / "photos"), "-o", str(tmp_path / "s.h5"), "--size", "32", "--crop", "center")
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "s.h5") as handle:
+        names = sorted(name.decode() if isinstance(name, bytes) else name for name in handle["sources"][:])
+    assert names == [f"{folder}/p{i}.png" for folder in ("pa", "pb") for i in range(3)]
+
+
+def test_the_same_file_given_twice_is_not_a_clash(tmp_path):
+    photo = write_portrait(tmp_path / "p.png")
+    result = run_cli("prepare", str(photo), str(tmp_path / "." / "p.png"), "-o", str(tmp_path / "s.h5"), "--size", "32", "--crop", "center")
+    assert b"would both be named" not in result.stderr
