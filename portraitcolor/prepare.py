@@ -16,6 +16,7 @@ append killed half-way can corrupt the images already in the file.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import errno
 import itertools
@@ -456,7 +457,24 @@ def _worker_ignore_signals() -> None:
 
 def _worker_init(options: PrepareOptions) -> None:
     _worker_ignore_signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)  # held by the parent while forking us
     _worker_setup(options)
+
+
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while the worker processes are forked. A signal that came
+    before a worker had set its own handlers raised KeyboardInterrupt inside the worker's
+    start-up: a traceback on the terminal and a broken pool (a RuntimeError) in the parent.
+    Held signals reach the parent as soon as the workers are up."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _process_batch(items: list[tuple[str, str]], job: Job) -> list[list[Kept | Dropped]]:
@@ -473,7 +491,8 @@ def _processed(items: list[tuple[str, str]], job: Job, workers: int) -> Iterator
         return
     batches = iter([items[start : start + _BATCH] for start in range(0, len(items), _BATCH)])
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(job.options,)) as pool:
-        pending = collections.deque(pool.submit(_process_batch, batch, job) for batch in itertools.islice(batches, workers * 4))
+        with _signals_held():  # the first submit forks every worker
+            pending = collections.deque(pool.submit(_process_batch, batch, job) for batch in itertools.islice(batches, workers * 4))
         try:
             while pending:
                 results = pending.popleft().result()
