@@ -136,6 +136,29 @@ def _plain(value):
     return value
 
 
+# Enough images for the mean colour to two decimals; a whole large set would take minutes.
+MEAN_AB_SAMPLE_IMAGES = 4096
+
+
+def train_mean_ab(path: str | os.PathLike, *, most: int = MEAN_AB_SAMPLE_IMAGES) -> tuple[tuple[float, float] | None, int]:
+    """The train split's mean (a, b) over its first `most` images -> ((a, b) or None, images).
+
+    Train records it in every model's summary; evaluate's mean-ab baseline uses it."""
+    import numpy as np
+
+    total, images = np.zeros(2), 0
+    for _, lab8 in iter_split(path, "train", batch_size=256):
+        lab8 = lab8[: most - images]
+        total += lab8[..., 1:].reshape(-1, 2).sum(axis=0, dtype=np.float64) / (lab8.shape[1] * lab8.shape[2])
+        images += len(lab8)
+        if images >= most:
+            break
+    if images == 0:
+        return None, 0
+    a, b = (total / images - 128.0).tolist()
+    return (a, b), images
+
+
 def iter_split(path: str | os.PathLike, split: str | None, *, batch_size: int = 256):
     """Yield (sources, lab8) batches of one split (None: all images) in file order.
 

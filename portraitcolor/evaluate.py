@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
+from . import metrics, runs
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
 from .inputs import image_files, utf8_name
 from .lab import ImageReadError, Picture, l_to_net, lab_to_rgb, read_image, rgb_to_lab
@@ -41,11 +41,7 @@ MEAN_AB = "mean ab"
 BASELINES = (GRAY, MEAN_AB)
 # The mean ab of this many training images is within a small fraction of a CIELAB unit of
 # the full split's, and reading a 240,000-image split for two numbers would dominate the run.
-MEAN_AB_SAMPLE_IMAGES = 4096
 # Where train may record things about its run in the weights metadata's training summary.
-RUN_DIR_KEYS = ("run_dir", "run_directory")
-LOSS_CURVE_FILES = ("loss_curves.png", "losses.png", "loss.png")
-MEAN_AB_KEY = "mean_ab"
 SET_SUFFIXES = (".h5", ".hdf5")
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in total)
@@ -168,19 +164,13 @@ class _SetTarget:
                 return
 
     def mean_ab(self) -> tuple[tuple[float, float] | None, str]:
-        """The train split's mean (a, b) from its first MEAN_AB_SAMPLE_IMAGES images."""
-        from .dataset import iter_split
+        """The train split's mean (a, b): what train records in every model's summary."""
+        from .dataset import train_mean_ab
 
-        total, images = np.zeros(2), 0
-        for _, lab8 in iter_split(self.path, "train", batch_size=256):
-            lab8 = lab8[: MEAN_AB_SAMPLE_IMAGES - images]
-            total += lab8[..., 1:].reshape(-1, 2).sum(axis=0, dtype=np.float64) / (lab8.shape[1] * lab8.shape[2])
-            images += len(lab8)
-            if images >= MEAN_AB_SAMPLE_IMAGES:
-                break
-        if images == 0:
+        value, images = train_mean_ab(self.path)
+        if value is None:
             return None, "mean-ab baseline skipped: the set's train split is empty"
-        a, b = (total / images - 128.0).tolist()
+        a, b = value
         return (a, b), f"mean ab baseline: a={a:.2f}, b={b:.2f}, from {images} images of the set's train split"
 
 
@@ -419,9 +409,9 @@ def _size_notes(target, models, size) -> list[str]:
 def _mean_ab(target, models) -> tuple[tuple[float, float] | None, str]:
     if isinstance(target, _SetTarget):
         return target.mean_ab()
-    value = models[0].metadata.get("training", {}).get(MEAN_AB_KEY) if isinstance(models[0].metadata.get("training"), dict) else None
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        a, b = float(value[0]), float(value[1])
+    value = runs.mean_ab_of(models[0].metadata.get("training"))
+    if value is not None:
+        a, b = value
         return (a, b), f"mean ab baseline: a={a:.2f}, b={b:.2f}, from model {models[0].label}'s training summary"
     return None, f"mean-ab baseline skipped: model {models[0].label}'s metadata records no training mean ab"
 
@@ -639,18 +629,8 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def find_loss_curves(metadata: dict) -> Path | None:
-    """The loss-curve PNG of the model's training run, if its summary names a run directory that has one."""
-    training = metadata.get("training")
-    if not isinstance(training, dict):
-        return None
-    for key in RUN_DIR_KEYS:
-        run_dir = training.get(key)
-        if isinstance(run_dir, str) and run_dir:
-            for name in LOSS_CURVE_FILES:
-                candidate = Path(run_dir) / name
-                if candidate.is_file():
-                    return candidate
-    return None
+    """The loss-curve PNG of the model's training run, if its summary names a run folder that has one."""
+    return runs.loss_curve_of(metadata.get("training"))
 
 
 def _copy_loss_curves(models: list[ModelUnderTest], directory: Path) -> dict[str, str]:

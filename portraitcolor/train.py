@@ -26,9 +26,9 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-CHECKPOINT = "checkpoint.pt"
+from . import runs
+
 CHECKPOINT_FORMAT = "portraitcolor-checkpoint/1"
-BEST_WEIGHTS = "best.safetensors"
 SAMPLE_COUNT = 8
 # Adam divides the rate by its bias correction (as small as 0.1) in float32: a larger rate
 # overflows inside the optimizer instead of reaching the divergence check.
@@ -39,8 +39,6 @@ RUNTIME_OPTIONS = ("device", "workers", "compile", "resume", "set_default", "rep
 OUTPUT_OPTIONS = ("name",)
 # Which set and folder the run has: checked on their own terms when resuming.
 RUN_IDENTITY = ("data", "data_fingerprint", "run_dir")
-# Files a run writes into its folder (--overwrite removes an earlier run's before starting).
-RUN_FILES = (CHECKPOINT, BEST_WEIGHTS, "config.json", "metrics.jsonl", "loss_curve.png")
 
 
 @dataclass
@@ -249,7 +247,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     if not checkpoint:  # made only now: a run that fails to set up leaves no empty folder behind
         run_dir = _new_run_dir(config) if master else Path(config.run_dir or ".")
     if master:
-        _write_json(run_dir / "config.json", {**asdict(config), "resume": None, "phases": [p.to_dict() for p in phases], "world_size": world_size})
+        _write_json(run_dir / runs.CONFIG, {**asdict(config), "resume": None, "phases": [p.to_dict() for p in phases], "world_size": world_size})
 
     def save_checkpoint(finished: bool = False) -> None:
         if master:
@@ -345,10 +343,10 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
                 if schedule.best_epoch(history) == epoch - 1:
                     from .weights import save_weights
 
-                    save_weights(raw_model, run_dir / BEST_WEIGHTS, training={"epoch": epoch, "phase": phase.name})
-                _write_jsonl(run_dir / "metrics.jsonl", records)
-                _plot_loss_curves(run_dir / "loss_curve.png", records, phases)
-                _write_sample_grid(run_dir / "samples" / f"epoch-{epoch:03d}.png", raw_model, samples, device, precision)
+                    save_weights(raw_model, run_dir / runs.BEST_WEIGHTS, training={"epoch": epoch, "phase": phase.name})
+                _write_jsonl(run_dir / runs.METRICS, records)
+                _plot_loss_curves(run_dir / runs.LOSS_CURVE, records, phases)
+                _write_sample_grid(runs.sample_path(run_dir, epoch), raw_model, samples, device, precision)
             save_checkpoint(finished=stopping or epoch == total)
             emit(EpochDone(record))
             if stopping:
@@ -367,7 +365,9 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
             "epochs": len(records), "best_epoch": best + 1, "validation": records[best],
             "batch_size": config.batch_size, "lr": config.lr, "lr_decay": config.lr_decay, "seed": config.seed, "world_size": world_size,
             "init": config.init,
-            "run_dir": str(run_dir),
+            runs.SUMMARY_RUN_DIR: str(run_dir),
+            # evaluate's mean-ab baseline for photos, which carry no train split of their own
+            runs.SUMMARY_MEAN_AB: dataset.train_mean_ab(config.data)[0],
         }
         name = _store_best(run_dir, config.name, summary, set_default=config.set_default, replace=config.replace)
     return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)
@@ -389,7 +389,7 @@ def _store_best(run_dir: Path, name: str | None, summary: dict, *, set_default: 
     weights are and how to finish the job, so training is never lost."""
     from .weights import WeightsError, WeightsStore, load_weights_file
 
-    best_path, store = run_dir / BEST_WEIGHTS, WeightsStore()
+    best_path, store = run_dir / runs.BEST_WEIGHTS, WeightsStore()
     for _attempt in range(5):
         chosen = name or _free_model_name(run_dir.name, store.names())
         try:
@@ -429,9 +429,9 @@ def _diverged(value: float, where: str, run_dir: Path, records: list) -> Trainin
     which finite weights are left. The checkpoint is not saved again, so it stays finite too."""
     best = _best_epoch_number(records)
     kept = (
-        f"the best finite weights (epoch {best}) are kept in {run_dir / BEST_WEIGHTS}"
-        f" (store them with: portraitcolor models import {run_dir / BEST_WEIGHTS} --name NAME)"
-        if best is not None and (run_dir / BEST_WEIGHTS).is_file() else "no epoch had finished, so no model was stored"
+        f"the best finite weights (epoch {best}) are kept in {run_dir / runs.BEST_WEIGHTS}"
+        f" (store them with: portraitcolor models import {run_dir / runs.BEST_WEIGHTS} --name NAME)"
+        if best is not None and (run_dir / runs.BEST_WEIGHTS).is_file() else "no epoch had finished, so no model was stored"
     )
     return TrainingError(f"the training loss became {value} at {where}: the run diverged (try a lower --lr); {kept}")
 
@@ -493,7 +493,7 @@ def _check_run_dir(config: TrainConfig) -> None:
         raise TrainingUsageError(f"--run-dir {run_dir} is a file, not a folder")
     if config.overwrite or not run_dir.is_dir():
         return
-    if (run_dir / CHECKPOINT).exists():
+    if (run_dir / runs.CHECKPOINT).exists():
         raise TrainingUsageError(
             f"{run_dir} already holds a run: continue it with --resume {run_dir}, or pass --overwrite to start afresh there"
         )
@@ -722,9 +722,9 @@ def _new_run_dir(config: TrainConfig) -> Path:
 def _remove_run_files(run_dir: Path) -> None:
     """--overwrite: an earlier run's files go, so that none of them (a checkpoint to resume, the
     samples of epochs this run will not reach) is taken for this run's. Other files stay."""
-    for name in RUN_FILES:
+    for name in runs.FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for sample in (run_dir / "samples").glob("epoch-*.png"):
+    for sample in (run_dir / runs.SAMPLES).glob("epoch-*.png"):
         sample.unlink()
 
 
@@ -733,9 +733,9 @@ def _find_run(spec: str) -> Path:
     from .weights import store_root
 
     for candidate in (Path(spec), store_root() / "runs" / spec):
-        if (candidate / CHECKPOINT).is_file():
+        if (candidate / runs.CHECKPOINT).is_file():
             return candidate
-    raise TrainingError(f"no run to resume at {spec} (no {CHECKPOINT} there or in {store_root() / 'runs'})")
+    raise TrainingError(f"no run to resume at {spec} (no {runs.CHECKPOINT} there or in {store_root() / 'runs'})")
 
 
 def _load_checkpoint(run_dir: Path) -> dict:
@@ -743,7 +743,7 @@ def _load_checkpoint(run_dir: Path) -> dict:
 
     from .lab import first_line
 
-    path = run_dir / CHECKPOINT
+    path = run_dir / runs.CHECKPOINT
     try:
         # weights_only: tensors and plain types only, never arbitrary unpickling
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -759,7 +759,7 @@ def _save_checkpoint(run_dir: Path, state: dict) -> None:
 
     from .atomic import atomic_output
 
-    with atomic_output(run_dir / CHECKPOINT) as temporary, open(temporary, "wb") as handle:
+    with atomic_output(run_dir / runs.CHECKPOINT) as temporary, open(temporary, "wb") as handle:
         writer = _WriteErrors(handle)
         try:
             torch.save(state, writer)

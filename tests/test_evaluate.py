@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from portraitcolor import evaluate as core
+from portraitcolor import runs
 from portraitcolor.dataset import iter_split
 from portraitcolor.lab import decode_lab8
 from tests.conftest import portrait_array, run_cli, write_portrait, write_set
@@ -236,7 +237,7 @@ def report_dir(tmp_path_factory):
     images = np.stack([portrait_array(32, 32, seed=i) for i in range(len(SPLITS))])
     set_path = write_set(root / "faces.h5", images, SPLITS)
     (root / "run").mkdir()
-    Image.new("RGB", (60, 40), (200, 30, 30)).save(root / "run" / "loss_curves.png")
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(root / "run" / runs.LOSS_CURVE)
     model_paths = []
     for seed, training in ((1, {"run_dir": str(root / "run"), "epochs": 3}), (0, {})):
         torch.manual_seed(seed)

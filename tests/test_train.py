@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from portraitcolor.runs import CHECKPOINT
 from portraitcolor.train import (
-    CHECKPOINT,
     EpochDone,
     StepDone,
     TrainConfig,
