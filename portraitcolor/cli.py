@@ -257,7 +257,7 @@ def prepare_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after keeping this many images."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes [default: all cores]."),
     append: bool = typer.Option(False, "--append", help="Add new images to an existing set, skipping those already in it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set, and an existing --report file that is not this set's."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the filter report (with every dropped file and why) as JSON."),
 ) -> None:
     """Turn photos into a filtered, cropped CIELAB training set (HDF5).
@@ -277,6 +277,8 @@ def prepare_command(
     if not sources and not listed:
         raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
     _refuse_output_clashes({"-o": output, "--report": report}, [*(sources or []), *listed])
+    if report is not None and not overwrite and not _is_report_of(report, output):
+        raise fail(f"{report} exists (pass --overwrite to replace it)", code=EXIT_USAGE)
     options = PrepareOptions(
         size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
         min_contrast=min_contrast, min_detail=min_detail, min_colorfulness=min_colorfulness,
@@ -297,6 +299,22 @@ def prepare_command(
         run_job(atomic_write_text, report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
     console.print(_prepare_table(result.report))
     typer.echo(str(result.path))
+
+
+def _is_report_of(report: Path, output: Path) -> bool:
+    """True when `report` is free, or is the filter report of the set `output` (an --append
+    brings it up to date); any other existing file is the user's and is not replaced unasked."""
+    import json
+
+    if not (report.exists() or report.is_symlink()):
+        return True
+    try:
+        earlier = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    from .inputs import utf8_name
+
+    return isinstance(earlier, dict) and earlier.get("output") == utf8_name(str(output))
 
 
 @contextlib.contextmanager

@@ -74,3 +74,19 @@ def test_the_same_file_given_twice_is_not_a_clash(tmp_path):
     photo = write_portrait(tmp_path / "p.png")
     result = run_cli("prepare", str(photo), str(tmp_path / "." / "p.png"), "-o", str(tmp_path / "s.h5"), "--size", "32", "--crop", "center")
     assert b"would both be named" not in result.stderr
+
+
+def test_prepare_report_replaces_only_its_own_set_report(tmp_path):
+    photos = _photos(tmp_path / "photos", 4)
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": 1}')
+    refused = run_cli("prepare", str(photos), "-o", str(tmp_path / "s.h5"), "--size", "32", "--report", str(mine))
+    assert refused.returncode == 2 and b"--overwrite" in refused.stderr
+    assert mine.read_text() == '{"mine": 1}' and not (tmp_path / "s.h5").exists()
+    report = tmp_path / "report.json"
+    first = run_cli("prepare", str(photos), "-o", str(tmp_path / "s.h5"), "--size", "32", "--report", str(report))
+    assert first.returncode == 0, first.stderr
+    more = _photos(tmp_path / "more", 2, seed=30)
+    # The set's own report is brought up to date by --append.
+    appended = run_cli("prepare", str(more), "-o", str(tmp_path / "s.h5"), "--size", "32", "--append", "--report", str(report))
+    assert appended.returncode == 0, appended.stderr
