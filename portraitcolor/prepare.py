@@ -38,6 +38,7 @@ import numpy as np
 
 from . import __version__, dataset, variants
 from .atomic import atomic_output
+from .setfile import PHASHES, SetWriter, seal
 from .inputs import image_files, utf8_name
 from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
 
@@ -515,52 +516,6 @@ def default_workers() -> int:
 # ---- the HDF5 writer ---------------------------------------------------------------
 
 
-class SetWriter:
-    """Appends images to an open set file in chunk-aligned blocks."""
-
-    def __init__(self, handle, size: int):
-        import h5py
-
-        self.handle = handle
-        self.size = size
-        if dataset.IMAGES not in handle:
-            shape = (size, size, 3)
-            handle.create_dataset(dataset.IMAGES, shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8,
-                                  chunks=(dataset.CHUNK_IMAGES, *shape), compression=dataset.COMPRESSION)
-            handle.create_dataset(dataset.SOURCES, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"), chunks=(1024,))
-            handle.create_dataset(dataset.SPLITS, shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,))
-        if PHASHES not in handle:
-            handle.create_dataset(PHASHES, shape=(0,), maxshape=(None,), dtype=np.uint64, chunks=(4096,))
-        self.count = handle[dataset.IMAGES].shape[0]
-        if dataset.REPEATS not in handle:  # a set from before repeats: each image drawn once
-            handle.create_dataset(dataset.REPEATS, data=np.ones(self.count, np.uint8), maxshape=(None,), chunks=(4096,))
-        self._buffer: list[tuple[str, int, np.ndarray, int, int]] = []
-
-    def add(self, name: str, split_code: int, lab8: np.ndarray, phash: int, repeat: int = 1) -> None:
-        self._buffer.append((name, split_code, lab8, phash, repeat))
-        # Fill up to the next chunk boundary, so every block write covers whole chunks.
-        if len(self._buffer) >= dataset.CHUNK_IMAGES - self.count % dataset.CHUNK_IMAGES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        names, codes, images, hashes, repeats = zip(*self._buffer)
-        start, end = self.count, self.count + len(names)
-        for key, values in ((dataset.IMAGES, np.stack(images)), (dataset.SOURCES, list(names)),
-                            (dataset.SPLITS, np.array(codes, np.uint8)), (PHASHES, np.array(hashes, np.uint64)),
-                            (dataset.REPEATS, np.array(repeats, np.uint8))):
-            self.handle[key].resize(end, axis=0)
-            self.handle[key][start:end] = values
-        self.count = end
-        self._buffer.clear()
-
-
-# Not part of the format that train and evaluate read: --dedupe --append checks new
-# images against these instead of decoding the whole set again.
-PHASHES = "phash"
-
-
 def _existing_hashes(handle) -> Iterator[int]:
     if PHASHES in handle and handle[PHASHES].shape[0] == handle[dataset.IMAGES].shape[0]:
         yield from (int(value) for value in handle[PHASHES][...])
@@ -840,19 +795,11 @@ def _options_record(options: PrepareOptions) -> dict:
 
 
 def _finish(handle, options: PrepareOptions, report: dict, previous: dataset.SetInfo | None) -> None:
-    """Attributes, with the format marker last: the file becomes a set only now."""
+    """The set's attributes; the file becomes a set only now."""
     summary = {key: report[key] for key in ("seen", "kept", "dropped", "skipped", "notes")}
     if previous is not None:
         summary = _add_reports(previous.attributes.get("filter_report") or {}, summary)
-    attrs = handle.attrs
-    attrs["format_version"] = dataset.FORMAT_VERSION
-    attrs["size"] = options.size
-    attrs["color_space"] = dataset.COLOR_SPACE
-    attrs["tool_version"] = __version__
-    attrs["options"] = json.dumps(_options_record(options))
-    attrs["filter_report"] = json.dumps(summary)
-    handle.flush()
-    attrs["format"] = dataset.FORMAT
+    seal(handle, size=options.size, options=_options_record(options), filter_report=summary)
 
 
 def _add_reports(old: dict, new: dict) -> dict:

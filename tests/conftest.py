@@ -108,48 +108,18 @@ def tiny_model_file(tmp_path):
 
 
 def write_set(path: Path, images_rgb_uint8, splits, *, chunk: int | None = None) -> Path:
-    """Write a tiny HDF5 set in exactly dataset.py's layout from RGB uint8 images.
+    """A tiny HDF5 set from RGB uint8 images, written by the set's one writer (setfile).
 
     images_rgb_uint8: (N, S, S, 3) uint8 (or a list of such arrays); splits: N split names
     ("train"/"val"/"test") or uint8 codes. Sources are "face0000.png", ...
     chunk: images per HDF5 chunk (default CHUNK_IMAGES, or fewer for a smaller set).
     """
-    import json
-
-    import h5py
-
-    from portraitcolor import __version__, dataset
+    from portraitcolor import dataset, setfile
     from portraitcolor.lab import encode_lab8, rgb_to_lab
 
     images = np.asarray(images_rgb_uint8, dtype=np.uint8)
-    count, size = images.shape[0], images.shape[1]
-    lab8 = encode_lab8(rgb_to_lab(images.astype(np.float32) / 255.0)) if count else images
-    codes = np.array([dataset.SPLIT_NAMES.index(s) if isinstance(s, str) else int(s) for s in splits], np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as handle:
-        handle.create_dataset(
-            dataset.IMAGES,
-            data=lab8,
-            chunks=(max(1, min(chunk or dataset.CHUNK_IMAGES, count)), size, size, 3),
-            compression=dataset.COMPRESSION,
-        )
-        handle.create_dataset(
-            dataset.SOURCES, data=[f"face{i:04d}.png" for i in range(count)], dtype=h5py.string_dtype("utf-8")
-        )
-        handle.create_dataset(dataset.SPLITS, data=codes)
-        handle.attrs.update(
-            {
-                "format": dataset.FORMAT,
-                "format_version": dataset.FORMAT_VERSION,
-                "size": size,
-                "color_space": dataset.COLOR_SPACE,
-                "tool_version": __version__,
-                "options": "{}",
-                "filter_report": "{}",
-            }
-        )
-    return path
+    lab8 = encode_lab8(rgb_to_lab(images.astype(np.float32) / 255.0)) if len(images) else images
+    return setfile.write_set(path, lab8, splits, chunk_images=chunk or dataset.CHUNK_IMAGES)
 
 
 def portrait_stack(count: int, size: int = 32, *, seed: int = 0) -> np.ndarray:
