@@ -13,6 +13,7 @@ train split's mean (a, b) under SUMMARY_MEAN_AB (evaluate's mean-ab baseline for
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CONFIG = "config.json"
@@ -26,6 +27,32 @@ FILES = (CHECKPOINT, BEST_WEIGHTS, CONFIG, METRICS, LOSS_CURVE)
 
 SUMMARY_RUN_DIR = "run_dir"
 SUMMARY_MEAN_AB = "mean_ab"
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What every trained model's weights file says of its training (metadata "training")."""
+
+    data: str  # the set's absolute path
+    data_sha256: str | None
+    loss: str
+    schedule: list  # the phases, as schedule.Phase.to_dict() gives them
+    epochs: int  # epochs run
+    best_epoch: int  # 1-based: the epoch whose weights these are
+    validation: dict  # that epoch's metrics record
+    batch_size: int
+    lr: float
+    lr_decay: str
+    seed: int
+    world_size: int
+    init: str | None  # the model fine-tuned from, if any
+    run_dir: str  # SUMMARY_RUN_DIR
+    mean_ab: tuple[float, float] | None  # SUMMARY_MEAN_AB: the train split's mean (a, b)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values[SUMMARY_MEAN_AB] = list(self.mean_ab) if self.mean_ab is not None else None
+        return values
 
 
 def sample_path(run_dir: Path, epoch: int) -> Path:

@@ -359,16 +359,15 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     best = schedule.best_epoch([schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records])
     name = None
     if master and best is not None:
-        summary = {
-            "data": str(Path(config.data).resolve()), "data_sha256": (config.data_fingerprint or {}).get("sha256"),
-            "schedule": [p.to_dict() for p in phases], "loss": config.loss,
-            "epochs": len(records), "best_epoch": best + 1, "validation": records[best],
-            "batch_size": config.batch_size, "lr": config.lr, "lr_decay": config.lr_decay, "seed": config.seed, "world_size": world_size,
-            "init": config.init,
-            runs.SUMMARY_RUN_DIR: str(run_dir),
+        summary = runs.TrainingSummary(
+            data=str(Path(config.data).resolve()), data_sha256=(config.data_fingerprint or {}).get("sha256"),
+            loss=config.loss, schedule=[p.to_dict() for p in phases],
+            epochs=len(records), best_epoch=best + 1, validation=records[best],
+            batch_size=config.batch_size, lr=config.lr, lr_decay=config.lr_decay, seed=config.seed, world_size=world_size,
+            init=config.init, run_dir=str(run_dir),
             # evaluate's mean-ab baseline for photos, which carry no train split of their own
-            runs.SUMMARY_MEAN_AB: dataset.train_mean_ab(config.data)[0],
-        }
+            mean_ab=dataset.train_mean_ab(config.data)[0],
+        ).to_dict()
         name = _store_best(run_dir, config.name, summary, set_default=config.set_default, replace=config.replace)
     return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)
 
