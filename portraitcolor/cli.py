@@ -17,6 +17,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__
+from .errors import PortraitcolorError, UsageError
 
 app = typer.Typer(
     name="portraitcolor",
@@ -54,31 +55,9 @@ def fail(message: str, *, code: int = EXIT_FAILED) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def _handled_errors():
-    """Exception types that carry a message for the user (imported lazily)."""
-    from .dataset import DatasetError
-    from .device import DeviceError
-    from .evaluate import EvaluateError
-    from .faces import FaceDetectorError
-    from .lab import ImageReadError
-    from .prepare import PrepareError
-    from .schedule import ScheduleError
-    from .train import TrainingError
-    from .weights import WeightsError
-
-    return (
-        DatasetError, DeviceError, EvaluateError, FaceDetectorError, ImageReadError, PrepareError, ScheduleError,
-        TrainingError, WeightsError, OSError,
-    )
-
-
-def _usage_errors():
-    """Handled errors that mean the command line asked for something impossible: exit 2, as
-    click's own usage errors, so that scripts can tell a bad call from a failed job."""
-    from .schedule import ScheduleError
-    from .train import TrainingUsageError
-
-    return (ScheduleError, TrainingUsageError)
+# Exceptions that carry a message for the user: ours, and the operating system's (a full
+# disk, a read-only folder). Anything else is a bug, and keeps its traceback.
+_HANDLED_ERRORS = (PortraitcolorError, OSError)
 
 
 def _one_line(error: Exception) -> str:
@@ -104,9 +83,9 @@ def run_job(job, *args, **kwargs):
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
     except Exception as error:  # noqa: BLE001 - filtered just below
-        if _state["debug"] or not isinstance(error, _handled_errors()):
+        if _state["debug"] or not isinstance(error, _HANDLED_ERRORS):
             raise
-        code = EXIT_USAGE if isinstance(error, _usage_errors()) else EXIT_FAILED
+        code = EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED
         raise fail(_one_line(error), code=code) from None
 
 

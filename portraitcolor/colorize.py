@@ -33,6 +33,7 @@ from .atomic import atomic_output, cut_utf8, file_identity
 from .device import autocast, pick_device, prepare_model
 from .inputs import image_files
 from .model import SIDE_MULTIPLE, UNet
+from .errors import PortraitcolorError
 
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Rows converted at a time when building the output, bounding float temporaries.
@@ -53,7 +54,7 @@ _DEFAULT_NAME_MAX = 255
 _SUFFIX_FORMATS = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
 
 
-class ColorizeError(Exception):
+class ColorizeError(PortraitcolorError):
     """A per-input failure with a one-line reason (the file is named by the caller)."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .lab import first_line
+from .errors import PortraitcolorError
 
 FORMAT = "portraitcolor-lab8"
 FORMAT_VERSION = 1
@@ -34,7 +35,7 @@ CHUNK_IMAGES = 64
 COMPRESSION = "lzf"  # ships with h5py; several times faster to read than gzip
 
 
-class DatasetError(Exception):
+class DatasetError(PortraitcolorError):
     """A set file that is not one we can read, with a one-line reason."""
 
 

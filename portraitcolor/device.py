@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from .errors import PortraitcolorError
 
 
-class DeviceError(ValueError):
+class DeviceError(PortraitcolorError, ValueError):
     pass
 
 

@@ -35,6 +35,7 @@ from . import metrics, runs
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
 from .inputs import image_files, utf8_name
 from .lab import ImageReadError, Picture, l_to_net, lab_to_rgb, read_image, rgb_to_lab
+from .errors import PortraitcolorError
 
 GRAY = "gray"
 MEAN_AB = "mean ab"
@@ -48,7 +49,7 @@ ProgressCallback = Callable[[int, int], None]  # (images done, images in total)
 FailureCallback = Callable[[str, str], None]  # (source, one-line reason)
 
 
-class EvaluateError(Exception):
+class EvaluateError(PortraitcolorError):
     """A problem with the evaluation's inputs, with a one-line reason."""
 
 

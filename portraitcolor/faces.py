@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from .errors import PortraitcolorError
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 
@@ -24,7 +25,7 @@ MIN_FACE_SHARE = 0.08
 DEFAULT_MARGIN = 0.6
 
 
-class FaceDetectorError(Exception):
+class FaceDetectorError(PortraitcolorError):
     """The Haar cascade file cannot be loaded (a broken OpenCV install)."""
 
 

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from .errors import PortraitcolorError
 
 try:  # Pillow built without LittleCMS: pictures are read as stored, outputs go untagged
     from PIL import ImageCms
@@ -57,7 +58,7 @@ AB_OFFSET = 128.0
 AB_SPAN = 255.0
 
 
-class ImageReadError(Exception):
+class ImageReadError(PortraitcolorError):
     """An input that cannot be used as an image; the message is the reason, for humans."""
 
 

@@ -41,6 +41,7 @@ from .atomic import atomic_output
 from .setfile import PHASHES, SetWriter, seal
 from .inputs import image_files, utf8_name
 from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
+from .errors import PortraitcolorError
 
 # Reasons an image is dropped, in the order the filters run, with the words for humans.
 REASONS = {
@@ -75,7 +76,7 @@ _FACE_DECODE_FACTOR = 4
 _BATCH = 8
 
 
-class PrepareError(Exception):
+class PrepareError(PortraitcolorError):
     """A prepare job that cannot run or produced nothing; the message says why."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from .errors import PortraitcolorError, UsageError
 
 LOSS_NAMES = ("mae", "mse", "ssim", "rebalanced", "gan")
 DEFAULT_EPOCHS = 20
@@ -28,7 +29,7 @@ PIX2PIX_L1_WEIGHT = 100.0
 _TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z0-9_]+)\s*$")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UsageError, ValueError):
     """A --loss spec or schedule request that cannot be honoured, with the reason."""
 
 

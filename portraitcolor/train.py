@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import runs
+from .errors import PortraitcolorError, UsageError
 
 CHECKPOINT_FORMAT = "portraitcolor-checkpoint/1"
 SAMPLE_COUNT = 8
@@ -77,11 +78,11 @@ class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM: the checkpoint is saved; the message says how to resume."""
 
 
-class TrainingError(ValueError):
+class TrainingError(PortraitcolorError, ValueError):
     """A run that cannot start or resume, with a one-line reason."""
 
 
-class TrainingUsageError(TrainingError):
+class TrainingUsageError(TrainingError, UsageError):
     """The options ask for something that cannot be (a bad --lr, a taken --name, a recipe
     that differs from the resumed run's): the command line is wrong, not the job (exit 2)."""
 

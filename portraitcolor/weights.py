@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 
 from . import __version__
 from .atomic import atomic_output, atomic_write_text
+from .errors import PortraitcolorError
 
 STORE_ENV = "PORTRAITCOLOR_HOME"
 METADATA_KEY = "portraitcolor"
@@ -52,7 +53,7 @@ NO_MODEL_HELP = (
 )
 
 
-class WeightsError(Exception):
+class WeightsError(PortraitcolorError):
     """A weights file or store problem, with a one-line reason for humans."""
 
 

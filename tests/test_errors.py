@@ -1,0 +1,31 @@
+"""One base class for the errors people see, so that the CLI catches them in one place."""
+
+import importlib
+import inspect
+import pkgutil
+
+import portraitcolor
+from portraitcolor.errors import PortraitcolorError, UsageError
+
+
+def _error_classes():
+    for module_info in pkgutil.iter_modules(portraitcolor.__path__):
+        module = importlib.import_module(f"portraitcolor.{module_info.name}")
+        for name, value in vars(module).items():
+            # Errors by name: TrainingInterrupted is Ctrl-C's path (exit 130), not an error.
+            if inspect.isclass(value) and issubclass(value, Exception) and value.__module__ == module.__name__ and name.endswith("Error"):
+                yield name, value
+
+
+def test_every_error_of_the_package_is_a_portraitcolor_error():
+    classes = dict(_error_classes())
+    assert len(classes) >= 10
+    assert [name for name, value in classes.items() if not issubclass(value, PortraitcolorError)] == []
+
+
+def test_usage_errors_are_the_ones_that_exit_2():
+    from portraitcolor.schedule import ScheduleError
+    from portraitcolor.train import TrainingError, TrainingUsageError
+
+    assert issubclass(ScheduleError, UsageError) and issubclass(TrainingUsageError, UsageError)
+    assert not issubclass(TrainingError, UsageError)
