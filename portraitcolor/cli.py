@@ -42,6 +42,11 @@ _state = {"debug": False}
 
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."
 
+# Options that several commands share, declared once (typer reads these as defaults).
+DEVICE_OPTION = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP)
+FILES_FROM_OPTION = typer.Option(None, "--files-from", metavar="FILE", help="Read more input paths from FILE (- for stdin), one per line.")
+NULL_OPTION = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0).")
+
 
 def _stderr():
     from rich.console import Console
@@ -211,8 +216,8 @@ class CropMode(str, Enum):
 def prepare_command(
     sources: Optional[List[Path]] = typer.Argument(None, metavar="SOURCE...", help="Image folders (searched recursively) and image files."),
     output: Path = typer.Option(..., "-o", "--output", help="The HDF5 set to write."),
-    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE", help="Read more image paths from FILE (- for stdin), one per line."),
-    null: bool = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0)."),
+    files_from: Optional[str] = FILES_FROM_OPTION,
+    null: bool = NULL_OPTION,
     size: Optional[int] = typer.Option(None, "--size", min=16, help="Side of the stored square images [default: 128, or the set's with --append]."),
     crop: CropMode = typer.Option(CropMode.center, "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped); random: --crops-per-image squares at random places and scales (a quarter of the shorter side to all of it)."),
     crops_per_image: int = typer.Option(4, "--crops-per-image", min=1, max=64, help="With --crop random: crops taken from each image."),
@@ -356,7 +361,7 @@ def train_command(
     width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
     init: Optional[str] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model's weights (a store name, builtin, or a .safetensors path) instead of random ones: fine-tuning. --width must match it."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = DEVICE_OPTION,
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop when the last phase has not improved for N epochs."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: a new folder runs/NAME-or-time in the store). An existing one must be empty, unless --overwrite."),
@@ -475,7 +480,7 @@ def evaluate(
     split: EvaluateSplit = typer.Option(EvaluateSplit.test, "--split", help="Split of an HDF5 set to evaluate on."),
     full_res: bool = typer.Option(False, "--full-res", help="Photos at full resolution through colorize's path (default: centre crop at the model's size)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Images per inference batch."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    device: str = DEVICE_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print the aggregate metrics as one JSON document on stdout."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
@@ -552,15 +557,15 @@ def colorize(
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="FILE", help="Output file for a single input; - writes the image to stdout."),
     output_dir: Optional[Path] = typer.Option(None, "-O", "--output-dir", metavar="DIR", help="Write results here, mirroring the layout of folder inputs."),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Search folders recursively."),
-    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE", help="Read input paths from FILE (- for stdin), one per line."),
-    null: bool = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0)."),
+    files_from: Optional[str] = FILES_FROM_OPTION,
+    null: bool = NULL_OPTION,
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave inputs whose output already exists."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
     json_output: bool = typer.Option(False, "--json", help="One JSON object per result on stdout instead of paths."),
     model: Optional[str] = typer.Option(None, "-m", "--model", metavar="NAME|PATH", help="Model name in the store, or a .safetensors path (default: the default model)."),
     render_size: Optional[int] = typer.Option(None, "--render-size", min=16, metavar="PIXELS", help="Short side the network sees (default: the model's training size)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, metavar="N", help="Images per network batch."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    device: str = DEVICE_OPTION,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, metavar="N", help="Refuse larger images (decompression-bomb guard)."),
 ) -> None:
     """Colorize photos; output paths go to stdout, one per line.
