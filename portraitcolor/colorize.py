@@ -31,9 +31,9 @@ from PIL import Image
 from . import lab
 from .atomic import atomic_output, cut_utf8, file_identity
 from .device import autocast, pick_device, prepare_model
+from .errors import PortraitcolorError
 from .inputs import image_files
 from .model import SIDE_MULTIPLE, UNet
-from .errors import PortraitcolorError
 
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Rows converted at a time when building the output, bounding float temporaries.

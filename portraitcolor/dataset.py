@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lab import first_line
 from .errors import PortraitcolorError
+from .lab import first_line
 
 FORMAT = "portraitcolor-lab8"
 FORMAT_VERSION = 1

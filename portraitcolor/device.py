@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+
 from .errors import PortraitcolorError
 
 

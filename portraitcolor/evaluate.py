@@ -33,9 +33,9 @@ import numpy as np
 
 from . import metrics, runs
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from .errors import PortraitcolorError
 from .inputs import image_files, utf8_name
 from .lab import ImageReadError, Picture, l_to_net, lab_to_rgb, read_image, rgb_to_lab
-from .errors import PortraitcolorError
 
 GRAY = "gray"
 MEAN_AB = "mean ab"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
 from .errors import PortraitcolorError
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
 from .errors import PortraitcolorError
 
 try:  # Pillow built without LittleCMS: pictures are read as stored, outputs go untagged

@@ -38,10 +38,11 @@ import numpy as np
 
 from . import __version__, dataset, variants
 from .atomic import atomic_output
-from .setfile import PHASHES, SetWriter, seal
+from .errors import PortraitcolorError
+from .faces import DEFAULT_MARGIN
 from .inputs import image_files, utf8_name
 from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
-from .errors import PortraitcolorError
+from .setfile import PHASHES, SetWriter, seal
 
 # Reasons an image is dropped, in the order the filters run, with the words for humans.
 REASONS = {
@@ -90,7 +91,7 @@ class PrepareOptions:
 
     size: int | None = None
     crop: str = "center"
-    face_margin: float = 0.6
+    face_margin: float = DEFAULT_MARGIN
     min_size: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_contrast: float = 2.0

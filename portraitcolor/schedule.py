@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+
 from .errors import PortraitcolorError, UsageError
 
 LOSS_NAMES = ("mae", "mse", "ssim", "rebalanced", "gan")
