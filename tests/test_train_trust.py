@@ -21,7 +21,8 @@ import torch
 from typer.testing import CliRunner
 
 from portraitcolor.cli import app
-from portraitcolor.train import CHECKPOINT, StepDone, TrainConfig, TrainingInterrupted, train
+from portraitcolor.runs import CHECKPOINT
+from portraitcolor.train import StepDone, TrainConfig, TrainingInterrupted, train
 from portraitcolor.weights import WeightsStore
 from tests.conftest import REPO, portrait_stack, run_cli, write_set
 
