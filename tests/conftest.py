@@ -66,6 +66,18 @@ def isolated_store(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture
+def torch_one_thread():
+    """Torch on one thread for the test: tiny models are dominated by thread hand-offs, and one
+    thread is also reproducible."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """Run `python -m portraitcolor ARGS` as a real subprocess (bytes in, bytes out)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}

@@ -26,13 +26,7 @@ from portraitcolor.weights import WeightsStore, resolve_model
 from tests.conftest import REPO, portrait_array, portrait_stack, write_set
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny models are dominated by thread hand-offs; one thread is also reproducible.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture

@@ -31,12 +31,7 @@ TINY = ("--width", "2", "--batch-size", "3", "--loss", "mae", "--device", "cpu")
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_set(path, *, seed: int = 0):
