@@ -682,7 +682,15 @@ def main() -> None:
     # temporary files are removed and only complete outputs remain.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     _tolerate_closed_stdout()
-    app(prog_name="portraitcolor")
+    try:
+        app(prog_name="portraitcolor")
+    except KeyboardInterrupt:  # came after the command had handled its own: nothing is half-done
+        sys.exit(130)
+    finally:
+        # The job is over, its outputs written or cleaned up: a Ctrl-C during the interpreter's
+        # own shutdown (torch's exit handlers) would only print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _ClosedPipeTolerantStdout(io.RawIOBase):

@@ -66,7 +66,6 @@ class SetInfo:
 def inspect_set(path: str | os.PathLike) -> SetInfo:
     """Open a set, check its layout, shapes and dtypes, and describe it (no image data read)."""
     import h5py
-    import numpy as np
 
     path = Path(path)
     try:

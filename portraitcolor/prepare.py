@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import errno
 import itertools
-import json
 import math
 import os
 import re

@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import PortraitcolorError, UsageError
+from .errors import UsageError
 
 LOSS_NAMES = ("mae", "mse", "ssim", "rebalanced", "gan")
 DEFAULT_EPOCHS = 20

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,7 +151,7 @@ def test_export_never_overwrites_without_asking(tmp_path, tiny_model_file):
 # ---- weights that load but cannot work --------------------------------------------
 
 
-def _model_with(tmp_path, change) -> "Path":
+def _model_with(tmp_path, change) -> Path:
     torch.manual_seed(0)
     model = UNet(UNetConfig(width=4, size=32))
     state = model.state_dict()
