@@ -249,7 +249,7 @@ def prepare_command(
     Unreadable, tiny, huge, blank, placeholder and grayscale images are dropped and
     counted per reason; the table goes to stderr, the set's path to stdout.
     """
-    from .prepare import PrepareOptions, collect_sources, prepare
+    from .prepare import PrepareOptions, collect_sources, is_report_of, prepare
 
     if append and overwrite:
         raise fail("--append and --overwrite exclude each other", code=EXIT_USAGE)
@@ -261,7 +261,7 @@ def prepare_command(
     if not sources and not listed:
         raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
     _refuse_output_clashes({"-o": output, "--report": report}, [*(sources or []), *listed])
-    if report is not None and not overwrite and not _is_report_of(report, output):
+    if report is not None and not overwrite and not is_report_of(report, output):
         raise fail(f"{report} exists (pass --overwrite to replace it)", code=EXIT_USAGE)
     options = PrepareOptions(
         size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
@@ -283,22 +283,6 @@ def prepare_command(
         run_job(atomic_write_text, report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
     console.print(_prepare_table(result.report))
     typer.echo(str(result.path))
-
-
-def _is_report_of(report: Path, output: Path) -> bool:
-    """True when `report` is free, or is the filter report of the set `output` (an --append
-    brings it up to date); any other existing file is the user's and is not replaced unasked."""
-    import json
-
-    if not (report.exists() or report.is_symlink()):
-        return True
-    try:
-        earlier = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    from .inputs import utf8_name
-
-    return isinstance(earlier, dict) and earlier.get("output") == utf8_name(str(output))
 
 
 @contextlib.contextmanager

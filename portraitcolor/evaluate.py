@@ -629,15 +629,10 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def find_loss_curves(metadata: dict) -> Path | None:
-    """The loss-curve PNG of the model's training run, if its summary names a run folder that has one."""
-    return runs.loss_curve_of(metadata.get("training"))
-
-
 def _copy_loss_curves(models: list[ModelUnderTest], directory: Path) -> dict[str, str]:
     copied = {}
     for number, m in enumerate(models, start=1):
-        source = find_loss_curves(m.metadata)
+        source = runs.loss_curve_of(m.metadata.get("training"))
         if source is not None:
             name = f"images/loss-curves-{number}.png"
             with atomic_output(directory / name) as temporary:

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import errno
 import itertools
+import json
 import math
 import os
 import re
@@ -175,6 +176,18 @@ def _refuse_shared_names(sources: list[Source]) -> None:
                 f"{first} and {source.path} would both be named {source.name!r} in the set; "
                 "give their common parent folder instead (names then keep the sub-folder), or prepare them in separate sets"
             )
+
+
+def is_report_of(report: Path, output: Path) -> bool:
+    """True when `report` is free, or is the filter report of the set `output` (an --append
+    brings it up to date); any other existing file is the user's and is not replaced unasked."""
+    if not (report.exists() or report.is_symlink()):
+        return True
+    try:
+        earlier = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(earlier, dict) and earlier.get("output") == utf8_name(str(output))
 
 
 # ---- IMDB-WIKI metadata ------------------------------------------------------------

@@ -14,7 +14,6 @@ Validation metrics are measured on the ab channels in network units (0..1): MAE,
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import runs
+from .weights import sha256_of
 from .errors import PortraitcolorError, UsageError
 
 CHECKPOINT_FORMAT = "portraitcolor-checkpoint/1"
@@ -357,7 +357,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
         _stop_distributed(world_size)
 
     # -- the best epoch's weights go into the store
-    best = schedule.best_epoch([schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records])
+    best = _best_record(records)
     name = None
     if master and best is not None:
         summary = runs.TrainingSummary(
@@ -427,21 +427,20 @@ def _free_model_name(run_name: str, taken) -> str:
 def _diverged(value: float, where: str, run_dir: Path, records: list) -> TrainingError:
     """The error for a loss that stopped being a number (too high an --lr): where it happened and
     which finite weights are left. The checkpoint is not saved again, so it stays finite too."""
-    best = _best_epoch_number(records)
+    best = _best_record(records)
     kept = (
-        f"the best finite weights (epoch {best}) are kept in {run_dir / runs.BEST_WEIGHTS}"
+        f"the best finite weights (epoch {best + 1}) are kept in {run_dir / runs.BEST_WEIGHTS}"
         f" (store them with: portraitcolor models import {run_dir / runs.BEST_WEIGHTS} --name NAME)"
         if best is not None and (run_dir / runs.BEST_WEIGHTS).is_file() else "no epoch had finished, so no model was stored"
     )
     return TrainingError(f"the training loss became {value} at {where}: the run diverged (try a lower --lr); {kept}")
 
 
-def _best_epoch_number(records: list) -> int | None:
-    """The 1-based best epoch of the records so far (None before the first)."""
+def _best_record(records: list) -> int | None:
+    """Index of the best epoch's record so far (None before the first)."""
     from .schedule import EpochRecord, best_epoch
 
-    best = best_epoch([EpochRecord(r["val_loss"], r["phase"]) for r in records])
-    return None if best is None else best + 1
+    return best_epoch([EpochRecord(r["val_loss"], r["phase"]) for r in records])
 
 
 # ---- checks before any work ------------------------------------------------------------
@@ -542,23 +541,23 @@ def _option_name(key: str) -> str:
 def _moved_set(path: str, run: TrainConfig) -> dict | None:
     """The set given beside --resume at another path is taken when its content is the run's set
     (moved or copied): {data, data_fingerprint} for it; None when it is another set."""
-    print_ = run.data_fingerprint
+    fingerprint = run.data_fingerprint
     path = Path(path).resolve()
-    if not print_ or not path.is_file() or not _same_content(path, print_):
+    if not fingerprint or not path.is_file() or not _same_content(path, fingerprint):
         return None
-    return {"data": str(path), "data_fingerprint": {**print_, "mtime_ns": path.stat().st_mtime_ns}}
+    return {"data": str(path), "data_fingerprint": {**fingerprint, "mtime_ns": path.stat().st_mtime_ns}}
 
 
 def _check_same_set(config: TrainConfig) -> None:
     """A resumed run trains on the very file it started on. Its path alone is not enough: a set
     rebuilt under the same name holds other images, and the run would mix the two."""
-    print_ = config.data_fingerprint
-    if print_ is None:
+    fingerprint = config.data_fingerprint
+    if fingerprint is None:
         return  # a run from before fingerprints: its path is all there is to go by
     path = Path(config.data)
     if not path.is_file():
         raise TrainingError(f"{path}: the set this run trains on is missing (if it moved, give its new path beside --resume)")
-    if not _same_content(path, print_):
+    if not _same_content(path, fingerprint):
         raise TrainingError(
             f"{path}: the set changed since the run started (its sha256 differs): resuming would train on other images; start a new run"
         )
@@ -566,24 +565,16 @@ def _check_same_set(config: TrainConfig) -> None:
 
 def _set_fingerprint(path: Path) -> dict:
     status = path.stat()
-    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": _sha256(path)}
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": sha256_of(path)}
 
 
-def _same_content(path: Path, print_: dict) -> bool:
+def _same_content(path: Path, fingerprint: dict) -> bool:
     """Size and mtime unchanged: the same file, without reading gigabytes again. Otherwise
     (copied, touched) the sha256 decides."""
     status = path.stat()
-    if status.st_size != print_["size"]:
+    if status.st_size != fingerprint["size"]:
         return False
-    return status.st_mtime_ns == print_["mtime_ns"] or _sha256(path) == print_["sha256"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return status.st_mtime_ns == fingerprint["mtime_ns"] or sha256_of(path) == fingerprint["sha256"]
 
 
 # ---- validation and pictures -----------------------------------------------------------

@@ -37,11 +37,12 @@ PACKAGED_DEFAULT = Path(__file__).parent / "data" / "default.safetensors"
 BUILTIN_NAME = "builtin"
 # A header larger than this is not one we wrote (ours are a few kB): refuse before reading it.
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_NAME_PATTERN = re.compile(f"^{_NAME}$")
 _FLOAT_DTYPES = {"F16", "BF16", "F32"}
 _DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "I64": 8}
 # The files the index may point to: plain names inside models/, never a path elsewhere.
-_STORED_FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.safetensors$")
+_STORED_FILE_PATTERN = re.compile(f"^{_NAME}\\.safetensors$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # Index updates take milliseconds; a lock held this long belongs to a stuck process.
 _LOCK_TIMEOUT_SECONDS = 60
