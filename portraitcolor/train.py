@@ -14,6 +14,7 @@ Validation metrics are measured on the ab channels in network units (0..1): MAE,
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import math
@@ -352,8 +353,13 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
             emit(EpochDone(record))
             if stopping:
                 break
+        _wait_for_every_rank(world_size)  # none leaves while another still uses the group
     finally:
         _restore_signals(previous_handlers)
+        # The DDP wrappers hold the process group: dropped first, the group and its gloo threads
+        # end in destroy_process_group, not in the interpreter's shutdown (a SIGABRT there).
+        model = discriminator = None
+        gc.collect()
         _stop_distributed(world_size)
 
     # -- the best epoch's weights go into the store
@@ -864,6 +870,13 @@ def _stop_distributed(world_size: int) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _wait_for_every_rank(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _stop_everywhere(stop: threading.Event, world_size: int) -> bool:
