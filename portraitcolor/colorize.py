@@ -116,9 +116,8 @@ def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> n
     out = np.empty((height, width, 3), np.uint8 if as_uint8 else np.float32)
     for top in range(0, height, _STRIP_ROWS):
         rows = slice(top, top + _STRIP_ROWS)
-        strip = np.concatenate([l_full[rows, :, None], ab_full[rows]], axis=2)
-        rgb = lab.lab_to_rgb(strip)
-        out[rows] = np.rint(rgb * 255.0) if as_uint8 else rgb
+        strip = cv2.merge([l_full[rows], ab_full[rows]])
+        out[rows] = lab.lab_to_srgb8(strip) if as_uint8 else lab.lab_to_rgb(strip)
     return out
 
 
@@ -323,13 +322,10 @@ class _Decoded:
 def _decode(job: Job, *, max_pixels: int) -> _Decoded:
     started = time.perf_counter()
     try:
-        picture = lab.read_image(job.data if job.source is None else job.source, max_pixels=max_pixels)
+        picture = lab.read_lightness(job.data if job.source is None else job.source, max_pixels=max_pixels)
     except lab.ImageReadError as error:
         return _Decoded(job, error=str(error), started=started)
-    # Keep only L and alpha: the float RGB copy is the largest array and is not needed again.
-    return _Decoded(
-        job, lab.rgb_to_l(picture.rgb), picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi
-    )
+    return _Decoded(job, picture.l, picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi)
 
 
 def _output_format(job: Job, decoded: _Decoded) -> str:

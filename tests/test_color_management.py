@@ -136,6 +136,13 @@ def test_rgb_profile_is_converted_to_srgb(tmp_path, suffix):
     assert to_converted < 2.5 / 255 and to_converted < to_stored / 3
 
 
+@pytest.mark.parametrize("profile, mode", [(adobe_like_profile, "RGB"), (adobe_like_profile, "RGBA"), (gray_profile, "L")])
+def test_read_lightness_applies_profiles_like_read_image(tmp_path, profile, mode):
+    path = tmp_path / "tagged.png"
+    Image.fromarray(portrait_array()).convert(mode).save(path, icc_profile=profile())
+    np.testing.assert_allclose(lab.read_lightness(path).l, lab.rgb_to_l(lab.read_image(path).rgb), atol=1e-3)
+
+
 def test_palette_and_rgba_images_are_converted_too(tmp_path):
     face = Image.fromarray(portrait_array(48, 40, seed=4))
     for name, image, options in [("p.png", face.convert("P"), {"transparency": 0}), ("rgba.png", face.convert("RGBA"), {})]:

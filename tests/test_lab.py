@@ -64,9 +64,7 @@ def _save(image: Image.Image, path, **options):
     return path
 
 
-@pytest.mark.parametrize(
-    "name, make",
-    [
+READ_CASES = [
         ("rgb.jpg", lambda: Image.fromarray(portrait_array())),
         ("rgb.png", lambda: Image.fromarray(portrait_array())),
         ("rgb.webp", lambda: Image.fromarray(portrait_array())),
@@ -80,8 +78,10 @@ def _save(image: Image.Image, path, **options):
         ("cmyk.jpg", lambda: Image.fromarray(portrait_array()).convert("CMYK")),
         ("la.png", lambda: Image.fromarray(portrait_array()).convert("LA")),
         ("rgba.png", lambda: Image.fromarray(portrait_array()).convert("RGBA")),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("name, make", READ_CASES)
 def test_read_image_modes(tmp_path, name, make):
     path = _save(make(), tmp_path / name)
     picture = lab.read_image(path)
@@ -90,6 +90,32 @@ def test_read_image_modes(tmp_path, name, make):
     assert picture.rgb.mean() > 0.1  # real content, not a black frame
     if name in ("la.png", "rgba.png"):
         assert picture.alpha is not None and picture.alpha.shape == (96, 80)
+
+
+@pytest.mark.parametrize("name, make", READ_CASES)
+def test_read_lightness_equals_the_lightness_of_read_image(tmp_path, name, make):
+    """colorize's fast reader (lookup tables for 8-bit pixels) agrees with the full path."""
+    path = _save(make(), tmp_path / name)
+    picture, fast = lab.read_image(path), lab.read_lightness(path)
+    assert fast.l.dtype == np.float32 and fast.l.shape == picture.rgb.shape[:2]
+    np.testing.assert_allclose(fast.l, lab.rgb_to_l(picture.rgb), atol=1e-3)
+    assert (fast.alpha is None) == (picture.alpha is None)
+    if fast.alpha is not None:
+        np.testing.assert_array_equal(fast.alpha, picture.alpha)
+    assert (fast.format, fast.exif, fast.dpi) == (picture.format, picture.exif, picture.dpi)
+
+
+def test_lab_to_srgb8_is_lab_to_rgb_within_one_level_and_keeps_lightness():
+    """The fast 8-bit conversion, over the whole LAB box (most of it outside the gamut)."""
+    rng = np.random.default_rng(3)
+    values = np.stack([rng.uniform(0, 100, 90_000), rng.uniform(-128, 127, 90_000), rng.uniform(-128, 127, 90_000)], 1)
+    values = values.astype(np.float32).reshape(300, 300, 3)
+    fast = lab.lab_to_srgb8(values)
+    exact = np.rint(lab.lab_to_rgb(values) * 255.0)
+    assert fast.dtype == np.uint8 and fast.shape == values.shape
+    assert np.abs(fast.astype(np.float32) - exact).max() <= 1.0
+    lightness = lab.rgb_to_l(fast.astype(np.float32) / 255.0)
+    assert np.abs(lightness - values[..., 0]).max() < 0.5  # 8-bit rounding, never a clipped channel
 
 
 def test_sixteen_bit_precision_is_kept(tmp_path):
