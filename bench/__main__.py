@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .report import REPO, Row, machine_info, markdown, write_json
 
-BENCHMARKS = ("model", "settings", "colorize", "rss", "help", "eccv16", "prepare", "train", "evaluate")
+BENCHMARKS = ("model", "settings", "colorize", "photo", "rss", "help", "eccv16", "prepare", "train", "evaluate")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +42,10 @@ def _run(name: str, *, quick: bool, ceiling: dict) -> list[Row]:
         from .colorize_bench import pipeline_rows
 
         return pipeline_rows(quick=quick)
+    if name == "photo":
+        from .colorize_bench import one_photo_rows
+
+        return one_photo_rows(quick=quick)
     if name == "rss":
         from .colorize_bench import rss_rows
 

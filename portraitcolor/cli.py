@@ -44,6 +44,10 @@ DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."
 
 # Options that several commands share, declared once (typer reads these as defaults).
 DEVICE_OPTION = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP)
+COLORIZE_DEVICE_OPTION = typer.Option(
+    "auto", "--device", metavar="DEVICE",
+    help="auto (a GPU through PyTorch where one is present, else the CPU without PyTorch), cpu (OpenCV, no PyTorch), torch (PyTorch's own choice), cuda, cuda:N or mps.",
+)
 FILES_FROM_OPTION = typer.Option(None, "--files-from", metavar="FILE", help="Read more input paths from FILE (- for stdin), one per line.")
 NULL_OPTION = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0).")
 
@@ -52,6 +56,17 @@ def _stderr():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+class _PlainStderr:
+    """stderr off a terminal (logs, pipes) for line-by-line reports: rich, whose import is a
+    good part of the wait for one photo, is never loaded there."""
+
+    is_terminal = False
+
+    def print(self, text: str, **_options) -> None:
+        sys.stderr.write(f"{text}\n")
+        sys.stderr.flush()
 
 
 def fail(message: str, *, code: int = EXIT_FAILED) -> "typer.Exit":
@@ -171,10 +186,11 @@ def models_import(
 @models_app.command("export")
 def models_export(
     name: str = typer.Argument(..., help="Model name."),
-    destination: Path = typer.Argument(..., help="File or folder to write the .safetensors file to."),
+    destination: Path = typer.Argument(..., help="File or folder to write the .safetensors file to; a name ending in .onnx gets the ONNX form."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at the destination."),
 ) -> None:
-    """Copy a model out of the store as a .safetensors file (an existing file only with --overwrite)."""
+    """Copy a model out of the store as a .safetensors file, or as ONNX (NAME.onnx) for other
+    runtimes (an existing file only with --overwrite)."""
     from .weights import WeightsStore
 
     typer.echo(str(run_job(WeightsStore().export, name, destination, overwrite=overwrite)))
@@ -549,7 +565,7 @@ def colorize(
     model: Optional[str] = typer.Option(None, "-m", "--model", metavar="NAME|PATH", help="Model name in the store, or a .safetensors path (default: the default model)."),
     render_size: Optional[int] = typer.Option(None, "--render-size", min=16, metavar="PIXELS", help="Short side the network sees (default: the model's training size)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, metavar="N", help="Images per network batch."),
-    device: str = DEVICE_OPTION,
+    device: str = COLORIZE_DEVICE_OPTION,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, metavar="N", help="Refuse larger images (decompression-bomb guard)."),
 ) -> None:
     """Colorize photos; output paths go to stdout, one per line.
@@ -566,11 +582,12 @@ def colorize(
     if output is not None and Path(inputs[0]).is_dir():
         raise fail("-o takes one file; use -O DIR for a folder", code=EXIT_USAGE)
 
-    from .colorize import colorize_jobs, load_model, plan_jobs
+    from .colorize import colorize_jobs, plan_jobs
+    from .inference import open_predictor
 
-    loaded = run_job(load_model, model, device=device)
+    predictor = run_job(open_predictor, model, device=device)
     jobs = plan_jobs(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=sys.stdin.buffer.read)
-    results = colorize_jobs(jobs, loaded, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
+    results = colorize_jobs(jobs, predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
     failures = _report_colorize(results, json_output=json_output)
     if failures:
         raise typer.Exit(EXIT_FAILED)
@@ -605,7 +622,7 @@ def _report_colorize(results, *, json_output: bool) -> int:
     """Print results as they come (data to stdout, problems to stderr); return the failure count."""
     import json
 
-    console = _stderr()
+    console = _stderr() if sys.stderr.isatty() else _PlainStderr()
     failures = 0
     with _terminal_progress(console, "colorizing") as update:
         for result in results:

@@ -12,7 +12,6 @@ GIL for their heavy work).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -25,15 +24,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from . import lab
 from .atomic import atomic_output, cut_utf8, file_identity
-from .device import autocast, pick_device, prepare_model
 from .errors import PortraitcolorError
+from .inference import SIDE_MULTIPLE, Predictor, as_predictor, open_predictor
 from .inputs import image_files
-from .model import SIDE_MULTIPLE, UNet
 
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Rows converted at a time when building the output, bounding float temporaries.
@@ -51,7 +48,6 @@ _FORMATS_WITH_DPI = {"JPEG", "PNG", "TIFF", "BMP"}
 _PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}
 # Used when the file system cannot say how long a name may be (Linux and macOS: 255 bytes).
 _DEFAULT_NAME_MAX = 255
-_SUFFIX_FORMATS = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
 
 
 class ColorizeError(PortraitcolorError):
@@ -59,13 +55,6 @@ class ColorizeError(PortraitcolorError):
 
 
 # ---- the model on one picture ----------------------------------------------------
-
-
-def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu") -> UNet:
-    """A ready-to-run model: a path, a store name, or None for the default one."""
-    from .weights import resolve_model
-
-    return prepare_model(resolve_model(spec), pick_device(device))
 
 
 def render_shape(height: int, width: int, render_size: int) -> tuple[int, int]:
@@ -93,16 +82,6 @@ def network_input(l_full: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return lab.l_to_net(small)[None].astype(np.float32)
 
 
-def predict_ab(model: UNet, batch: np.ndarray, device: torch.device) -> np.ndarray:
-    """(B, 1, h, w) network input -> (B, 2, h, w) a, b in CIELAB units (float32 numpy)."""
-    tensor = torch.from_numpy(batch).to(device)
-    if device.type == "cuda":
-        tensor = tensor.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(device):
-        out = model(tensor)
-    return lab.ab_from_net(out.float().cpu().numpy())
-
-
 def upsample_ab(ab_small: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """(2, h', w') padded prediction -> (H, W, 2) at full resolution (padding cropped)."""
     height, width = shape
@@ -121,23 +100,28 @@ def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> n
     return out
 
 
-def colorize_picture(model: UNet, picture: lab.Picture, *, render_size: int | None = None, device=None) -> np.ndarray:
-    """A decoded picture -> colour RGB float32 (H, W, 3) in 0..1 at the picture's resolution."""
-    device = device or next(model.parameters()).device
+def colorize_picture(model, picture: lab.Picture, *, render_size: int | None = None) -> np.ndarray:
+    """A decoded picture -> colour RGB float32 (H, W, 3) in 0..1 at the picture's resolution.
+
+    model: an inference.Predictor, or a torch UNet (run on its own device)."""
+    predictor = as_predictor(model)
     l_full = lab.rgb_to_l(picture.rgb)
-    shape = render_shape(*l_full.shape, render_size or model.config.size)
-    ab_small = predict_ab(model, network_input(l_full, shape)[None], device)[0]
+    shape = render_shape(*l_full.shape, render_size or predictor.render_size)
+    ab_small = predictor.predict(network_input(l_full, shape)[None])[0]
     return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), as_uint8=False)
 
 
-def colorize_image(image, model: UNet | None = None, *, render_size: int | None = None, device: str = "cpu") -> Image.Image:
+def colorize_image(image, model=None, *, render_size: int | None = None, device: str = "cpu") -> Image.Image:
     """Colorize a path, bytes, PIL image or RGB array; returns a PIL image (alpha kept).
+
+    model: a torch UNet (load_model), an inference.Predictor (open_predictor), or None for
+    the default model on `device` (the CPU: its ONNX form through OpenCV, without torch).
 
     Its info holds what a file written from it should carry: "icc_profile" (sRGB, the
     space of its pixels), and the input's "exif" (orientation reset) and "dpi" if any;
     pass them to save(), e.g. `out.save(p, icc_profile=out.info["icc_profile"])`.
     """
-    model = model or load_model(device=device)
+    model = model if model is not None else open_predictor(device=device)
     if isinstance(image, Image.Image):
         image = _as_file_bytes(image)
     if isinstance(image, np.ndarray):
@@ -330,10 +314,17 @@ def _decode(job: Job, *, max_pixels: int) -> _Decoded:
 
 def _output_format(job: Job, decoded: _Decoded) -> str:
     if job.output is not None:
-        known = _SUFFIX_FORMATS.get(job.output.suffix.lower())
+        known = _format_of_suffix(job.output.suffix.lower())
         if known:
             return known
     return decoded.format or "PNG"
+
+
+def _format_of_suffix(suffix: str) -> str | None:
+    """Pillow's format for an output suffix. The common formats' plugins are loaded with
+    Pillow; all of them (70 ms of start-up) only for a suffix those do not know."""
+    Image.preinit()
+    return Image.EXTENSION.get(suffix) or Image.registered_extensions().get(suffix)
 
 
 def _encode(image: Image.Image, file_format: str, target, *, exif: bytes | None = None, dpi=None) -> None:
@@ -422,7 +413,7 @@ def _check_output(job: Job, *, overwrite: bool, skip_existing: bool) -> Result |
 
 def colorize_jobs(
     jobs: Iterable[Job | Result],
-    model: UNet,
+    model,
     *,
     render_size: int | None = None,
     batch_size: int = 8,
@@ -431,20 +422,23 @@ def colorize_jobs(
     skip_existing: bool = False,
     io_threads: int = 2,
 ) -> Iterator[Result]:
-    """Colorize every job, yielding one Result per job in input order; never raises for a bad input."""
-    device = next(model.parameters()).device
-    render_size = render_size or model.config.size
+    """Colorize every job, yielding one Result per job in input order; never raises for a bad input.
+
+    model: an inference.Predictor, or a torch UNet (run on its own device)."""
+    predictor = as_predictor(model)
+    render_size = render_size or predictor.render_size
     pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io")
+    pool.submit(lab.prepare_lab_to_srgb8)  # beside the first decode and forward pass
     try:
-        with _inference_threads(device, io_threads=io_threads):
-            yield from _run_pipeline(pool, iter(jobs), model, device=device, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
+        with predictor.running(io_threads=io_threads):
+            yield from _run_pipeline(pool, iter(jobs), predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
     finally:
         # On Ctrl-C or SIGTERM: writes already running finish (and are complete files);
         # queued work is dropped.
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_pipeline(pool, job_iter, model, *, device, render_size, batch_size, max_pixels, overwrite, skip_existing) -> Iterator[Result]:
+def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_size, max_pixels, overwrite, skip_existing) -> Iterator[Result]:
     decoding: deque[Future | Result] = deque()
     finishing: deque[Future | Result] = deque()
     batch: list[tuple[_Decoded, tuple[int, int]]] = []
@@ -465,7 +459,7 @@ def _run_pipeline(pool, job_iter, model, *, device, render_size, batch_size, max
         if not batch:
             return
         inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
-        predictions = predict_ab(model, inputs, device)
+        predictions = predictor.predict(inputs)
         for (decoded, shape), ab_small in zip(batch, predictions):
             finishing.append(pool.submit(_finish, decoded, ab_small, shape))
         batch.clear()
@@ -496,25 +490,6 @@ def _run_pipeline(pool, job_iter, model, *, device, render_size, batch_size, max
         yield from drain(wait_all=False)
     flush()
     yield from drain(wait_all=True)
-
-
-@contextlib.contextmanager
-def _inference_threads(device: torch.device, *, io_threads: int) -> Iterator[None]:
-    """On the CPU, leave the I/O threads their cores while the batch runs.
-
-    Decoding and the LAB conversion run beside inference; torch's threads competing
-    with them for the same cores stall at every barrier (bench/: 1 torch thread beside
-    2 I/O threads colorized 512x512 photos 1.75x faster than 2 on a 2-core machine).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, previous - io_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:

@@ -12,11 +12,12 @@ class DeviceError(PortraitcolorError, ValueError):
 
 
 def pick_device(spec: str = "auto"):
-    """'auto' -> CUDA, then Apple MPS, then CPU; or an explicit 'cpu', 'cuda', 'cuda:N', 'mps'."""
+    """'auto' (or 'torch') -> CUDA, then Apple MPS, then CPU; or an explicit 'cpu', 'cuda',
+    'cuda:N', 'mps'."""
     import torch
 
     spec = (spec or "auto").lower()
-    if spec == "auto":
+    if spec in ("auto", "torch"):
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

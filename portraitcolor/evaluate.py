@@ -261,7 +261,7 @@ def predict_ab(model, true_l: np.ndarray, device) -> np.ndarray:
 
     The same network call as colorize (its predict_ab), in evaluate's channels-last layout.
     """
-    from .colorize import predict_ab as predict_planar
+    from .torch_inference import predict_ab as predict_planar
 
     l_net = np.ascontiguousarray(l_to_net(true_l), dtype=np.float32)[:, None]  # (B, 1, S, S)
     return predict_planar(model, l_net, device).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)

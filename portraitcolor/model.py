@@ -13,8 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-# Four halvings between the five encoder stages: input sides must divide by this.
-SIDE_MULTIPLE = 16
+from .inference import SIDE_MULTIPLE
+
 # The training size is also colorize's default render size: a weights file claiming more
 # would make every photo an enormous tensor, so it is refused as untrusted input.
 MAX_SIZE = 4096

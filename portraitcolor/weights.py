@@ -3,11 +3,15 @@
 Layout of the store (platformdirs.user_data_dir("portraitcolor"), or $PORTRAITCOLOR_HOME):
 
     models/NAME.safetensors   one file per model
-    index.json                {"default": NAME, "models": {NAME: {"file", "sha256", "added"}}}
+    models/NAME.onnx          its ONNX form, which colorize runs on the CPU without torch
+    index.json                {"default": NAME, "models": {NAME: {"file", "sha256", "added",
+                                                                  "onnx", "onnx_sha256"}}}
 
 Weights are never unpickled: safetensors holds only raw tensors, and the header is
 checked (size, JSON metadata, config fields, tensor names, shapes and dtypes) before any
-tensor reaches the network. The sha256 recorded at import catches files changed later.
+tensor reaches the network. The sha256 recorded at import catches files changed later;
+the ONNX form has its own, checked on every load. A store written before ONNX forms existed
+gains each one the first time colorize needs it.
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from . import __version__
 from .atomic import atomic_output, atomic_write_text
 from .errors import PortraitcolorError
@@ -34,6 +36,9 @@ STORE_ENV = "PORTRAITCOLOR_HOME"
 METADATA_KEY = "portraitcolor"
 WEIGHTS_FORMAT = "portraitcolor-weights/1"
 PACKAGED_DEFAULT = Path(__file__).parent / "data" / "default.safetensors"
+# The packaged model's ONNX form, built by scripts/build_packaged_onnx.py, and its sha256.
+PACKAGED_ONNX = PACKAGED_DEFAULT.with_suffix(".onnx")
+PACKAGED_ONNX_SHA256 = PACKAGED_DEFAULT.with_suffix(".onnx.sha256")
 BUILTIN_NAME = "builtin"
 # A header larger than this is not one we wrote (ours are a few kB): refuse before reading it.
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -43,6 +48,7 @@ _FLOAT_DTYPES = {"F16", "BF16", "F32"}
 _DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "I64": 8}
 # The files the index may point to: plain names inside models/, never a path elsewhere.
 _STORED_FILE_PATTERN = re.compile(f"^{_NAME}\\.safetensors$")
+_STORED_ONNX_PATTERN = re.compile(f"^{_NAME}\\.onnx$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # Index updates take milliseconds; a lock held this long belongs to a stuck process.
 _LOCK_TIMEOUT_SECONDS = 60
@@ -60,6 +66,26 @@ class WeightsError(PortraitcolorError):
 
 class NoModelError(WeightsError):
     pass
+
+
+@dataclass(frozen=True)
+class OnnxForm:
+    """A model's ONNX form: the file, its recorded sha256 and the render size it was trained at."""
+
+    name: str
+    path: Path
+    sha256: str | None
+    render_size: int
+
+    def read_checked(self) -> bytes:
+        """The file's bytes, once read (the bytes checked are the bytes run)."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as error:
+            raise WeightsError(f"{self.path}: cannot read the ONNX form of {self.name} ({error.strerror or error})") from None
+        if self.sha256 is not None and hashlib.sha256(data).hexdigest() != self.sha256:
+            raise WeightsError(f"{self.path}: the ONNX form of {self.name} has changed since it was stored (sha256 mismatch)")
+        return data
 
 
 @dataclass(frozen=True)
@@ -308,6 +334,9 @@ class WeightsStore:
     @contextlib.contextmanager
     def _locked_index(self) -> Iterator[dict]:
         """Yield the index under the store's lock; it is written back if the block succeeds."""
+        # Imported here: only writers lock, and colorize, which only reads, starts faster.
+        from filelock import FileLock, Timeout
+
         self.root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.root / ".index.lock", timeout=_LOCK_TIMEOUT_SECONDS)
         try:
@@ -348,6 +377,11 @@ class WeightsStore:
             return f"index entry {name!r} has an invalid sha256"
         if not (entry.get("added") is None or isinstance(entry["added"], str)):
             return f"index entry {name!r} has an invalid date"
+        onnx = entry.get("onnx")
+        if not (onnx is None or (isinstance(onnx, str) and _STORED_ONNX_PATTERN.match(onnx))):
+            return f"index entry {name!r} names {onnx!r} as its ONNX form, not a file inside the store"
+        if not (entry.get("onnx_sha256") is None or (isinstance(entry["onnx_sha256"], str) and _SHA256_PATTERN.match(entry["onnx_sha256"]))):
+            return f"index entry {name!r} has an invalid onnx_sha256"
         return None
 
     def _entry(self, index: dict, name: str) -> dict:
@@ -396,42 +430,47 @@ class WeightsStore:
         """Copy a weights file into the store (after checking it fully loads) under `name`."""
         check_name(name)
         source = Path(source)
-        load_weights_file(source)  # refuse anything that would not load later
-        with self._staging(name) as staging:
+        model = load_weights_file(source)  # refuse anything that would not load later
+        with self._staging(name) as staging, self._staging(name, ".onnx") as onnx_staging:
             staging.write_bytes(source.read_bytes())
-            return self._adopt(staging, name, set_default=set_default, replace=replace)
+            _write_onnx(model, onnx_staging)
+            return self._adopt(staging, name, set_default=set_default, replace=replace, onnx_staging=onnx_staging)
 
     def save_model(self, model, name: str, *, training: dict | None = None, set_default: bool = False, half: bool = False, replace: bool = False) -> ModelInfo:
         """Save a trained network into the store under `name` (an existing one only with replace)."""
         check_name(name)
-        with self._staging(name) as staging:
+        with self._staging(name) as staging, self._staging(name, ".onnx") as onnx_staging:
             save_weights(model, staging, training=training, half=half)
-            load_weights_file(staging)  # what is stored must load, exactly as written
-            return self._adopt(staging, name, set_default=set_default, replace=replace)
+            stored = load_weights_file(staging)  # what is stored must load, exactly as written
+            _write_onnx(stored, onnx_staging)
+            return self._adopt(staging, name, set_default=set_default, replace=replace, onnx_staging=onnx_staging)
 
     @contextlib.contextmanager
-    def _staging(self, name: str) -> Iterator[Path]:
-        """A private file in models/ for one incoming model; gone afterwards, adopted or not."""
+    def _staging(self, name: str, suffix: str = ".safetensors") -> Iterator[Path]:
+        """A private file in models/ for one incoming file; gone afterwards, adopted or not."""
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=".incoming.safetensors", dir=self.models_dir)
+        handle, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=f".incoming{suffix}", dir=self.models_dir)
         os.close(handle)
         try:
             yield Path(staging)
         finally:
             Path(staging).unlink(missing_ok=True)
 
-    def _adopt(self, staging: Path, name: str, *, set_default: bool, replace: bool) -> ModelInfo:
-        """Rename a checked staging file to models/NAME and record it, all under the lock."""
-        digest = sha256_of(staging)
+    def _adopt(self, staging: Path, name: str, *, set_default: bool, replace: bool, onnx_staging: Path) -> ModelInfo:
+        """Rename checked staging files to models/NAME.* and record them, all under the lock."""
+        digest, onnx_digest = sha256_of(staging), sha256_of(onnx_staging)
         with self._locked_index() as index:
             if name in index["models"] and not replace:
                 raise WeightsError(f"a model named {name!r} already exists (remove it first, or pass --replace)")
-            target = self.models_dir / f"{name}.safetensors"
-            os.chmod(staging, 0o644)
-            os.replace(staging, target)
+            target, onnx_target = self.models_dir / f"{name}.safetensors", self.models_dir / f"{name}.onnx"
+            for incoming, stored in ((staging, target), (onnx_staging, onnx_target)):
+                os.chmod(incoming, 0o644)
+                os.replace(incoming, stored)
             index["models"][name] = {
                 "file": target.name,
                 "sha256": digest,
+                "onnx": onnx_target.name,
+                "onnx_sha256": onnx_digest,
                 "added": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
             # The default changes only when asked: a new model, even the first in the store,
@@ -441,15 +480,51 @@ class WeightsStore:
         return self.info(name)
 
     def export(self, name: str, destination: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Copy a model's weights out of the store; a destination ending in .onnx gets its
+        ONNX form instead (for onnxruntime, browsers, phones)."""
         info = self.info(name)
         destination = Path(destination)
         if destination.is_dir():
             destination = destination / f"{name}.safetensors"
         if (destination.exists() or destination.is_symlink()) and not overwrite:
             raise WeightsError(f"{destination} exists (pass --overwrite to replace it)")
+        if destination.suffix.lower() == ".onnx":
+            form = self.onnx_form(name)
+            if form is None:
+                raise WeightsError(f"model {name} has no ONNX form (this installation lacks {PACKAGED_ONNX.name})")
+            data = form.read_checked()
+        else:
+            data = info.path.read_bytes()
         with atomic_output(destination) as temporary:
-            temporary.write_bytes(info.path.read_bytes())
+            temporary.write_bytes(data)
         return destination
+
+    def onnx_form(self, spec: str | None) -> OnnxForm | None:
+        """The ONNX form of a stored model (None: the default), made now for a model stored
+        before ONNX forms existed; None for a packaged model installed without one."""
+        name = spec or self.default_name() or BUILTIN_NAME
+        if name == BUILTIN_NAME:
+            return _packaged_onnx_form(self._builtin_info())
+        info = self.info(name)
+        entry = self._entry(self._read_index(), name)
+        if entry.get("onnx") is None:
+            entry = self._add_onnx(name)
+        render_size = int(info.metadata["config"]["size"])
+        return OnnxForm(name, self.models_dir / entry["onnx"], entry.get("onnx_sha256"), render_size)
+
+    def _add_onnx(self, name: str) -> dict:
+        """Write the ONNX form of a model stored without one, and record it."""
+        model = self.load(name)
+        with self._staging(name, ".onnx") as onnx_staging:
+            _write_onnx(model, onnx_staging)
+            digest = sha256_of(onnx_staging)
+            with self._locked_index() as index:
+                entry = self._entry(index, name)
+                if entry.get("onnx") is None:  # else a parallel run added it a moment ago
+                    os.chmod(onnx_staging, 0o644)
+                    os.replace(onnx_staging, self.models_dir / f"{name}.onnx")
+                    entry.update(onnx=f"{name}.onnx", onnx_sha256=digest)
+                return dict(entry)
 
     def remove(self, name: str) -> None:
         if name == BUILTIN_NAME:
@@ -463,6 +538,8 @@ class WeightsStore:
         # A damaged entry is dropped from the index, but no file it names is touched.
         if self._entry_problem(name, entry) is None:
             (self.models_dir / entry["file"]).unlink(missing_ok=True)
+            if entry.get("onnx"):
+                (self.models_dir / entry["onnx"]).unlink(missing_ok=True)
 
     def set_default(self, name: str) -> None:
         with self._locked_index() as index:
@@ -483,13 +560,39 @@ def resolve_model(spec: str | os.PathLike | None = None, *, store: WeightsStore 
     """A model from a path, a store name, the store's default, or the packaged default."""
     store = store or WeightsStore()
     if spec is not None:
-        text = str(spec)
-        if os.sep in text or text.endswith(".safetensors") or Path(text).is_file():
-            return load_weights_file(text)
-        return store.load(text)
+        if is_path_spec(spec):
+            return load_weights_file(spec)
+        return store.load(str(spec))
     default = store.default_name()
     if default:
         return store.load(default)
     if PACKAGED_DEFAULT.exists():
         return load_weights_file(PACKAGED_DEFAULT)
     raise NoModelError(NO_MODEL_HELP)
+
+
+def is_path_spec(spec: str | os.PathLike) -> bool:
+    """Whether a --model value names a file rather than a stored model."""
+    text = str(spec)
+    return os.sep in text or text.endswith(".safetensors") or Path(text).is_file()
+
+
+def _write_onnx(model, path: Path) -> None:
+    from .onnx_export import OnnxExportError, write_onnx
+
+    try:
+        write_onnx(model, path)
+    except OnnxExportError as error:
+        raise WeightsError(f"not stored: {error}") from None
+
+
+def _packaged_onnx_form(info: ModelInfo) -> OnnxForm | None:
+    if not PACKAGED_ONNX.exists():
+        return None
+    try:
+        recorded = PACKAGED_ONNX_SHA256.read_text(encoding="ascii").split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        recorded = ""
+    if not _SHA256_PATTERN.match(recorded):
+        raise WeightsError(f"{PACKAGED_ONNX_SHA256}: missing or unreadable; reinstall portraitcolor")
+    return OnnxForm(BUILTIN_NAME, PACKAGED_ONNX, recorded, int(info.metadata["config"]["size"]))

@@ -116,3 +116,4 @@ fi
 SHIP=${SHIP:-portraitcolor/data/default.safetensors}
 $pc models export "${SHIP_MODEL:-headshots}" "$SHIP"
 echo "shipped: $SHIP ($(stat -c %s "$SHIP") bytes)"
+[ "$SHIP" = portraitcolor/data/default.safetensors ] && $py scripts/build_packaged_onnx.py  # colorize's torch-free form
