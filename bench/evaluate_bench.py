@@ -59,13 +59,15 @@ def _inference_seconds(model, set_path: Path, batch_size: int, device) -> float:
     from portraitcolor.dataset import iter_split
     from portraitcolor.evaluate import predict_ab
     from portraitcolor.lab import decode_lab8
+    from portraitcolor.torch_inference import TorchPredictor
 
     batches = [decode_lab8(lab8)[..., 0] for _, lab8 in iter_split(set_path, "test", batch_size=batch_size)]
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
+    engine = TorchPredictor(model)
     for l in batches:
-        predict_ab(model, l, device)  # copies back to the host, so it waits for the device
+        predict_ab(engine, l)  # copies back to the host, so it waits for the device
     return time.perf_counter() - started
 
 

@@ -66,6 +66,7 @@ class EvaluateOptions:
 class ModelUnderTest:
     label: str
     model: object  # model.UNet, with .metadata from the weights file
+    spec: str | None = None  # as the user named it (store name, path); None: run `model` itself
 
     @property
     def metadata(self) -> dict:
@@ -106,13 +107,31 @@ def load_models(specs: list[str] | None, *, most: int | None = 2) -> list[ModelU
         raise EvaluateError(f"at most two models can be compared, {len(specs)} were given")
     store = WeightsStore()
     if not specs:
-        return [ModelUnderTest(store.default_name() or BUILTIN_NAME, resolve_model(None, store=store))]
+        name = store.default_name() or BUILTIN_NAME
+        return [ModelUnderTest(name, resolve_model(None, store=store), name)]
     models = []
     for spec in specs:
         model = resolve_model(spec, store=store)
         label = Path(spec).stem if spec.endswith(".safetensors") or os.sep in spec else spec
-        models.append(ModelUnderTest(_unique_label(label, [m.label for m in models]), model))
+        models.append(ModelUnderTest(_unique_label(label, [m.label for m in models]), model, spec))
     return models
+
+
+def engines_for(models: list[ModelUnderTest], device: str) -> dict:
+    """Each model on the engine colorize gives it for this --device (the CPU: a stored model's
+    ONNX form through OpenCV), so that evaluate measures the colours users get."""
+    from .device import pick_device, prepare_model
+    from .inference import open_predictor, uses_torch
+    from .torch_inference import TorchPredictor
+    from .weights import is_path_spec
+
+    engines = {}
+    for m in models:
+        if m.spec is not None and not uses_torch(device) and not is_path_spec(m.spec):
+            engines[m.label] = open_predictor(m.spec, device="cpu")
+        else:
+            engines[m.label] = TorchPredictor(prepare_model(m.model, pick_device(device)))
+    return engines
 
 
 def _unique_label(label: str, taken: list[str]) -> str:
@@ -256,15 +275,13 @@ def open_target(paths: list[Path], options: EvaluateOptions):
 # ---- predictions ------------------------------------------------------------------------
 
 
-def predict_ab(model, true_l: np.ndarray, device) -> np.ndarray:
+def predict_ab(engine, true_l: np.ndarray) -> np.ndarray:
     """The model's ab for a batch of L: (B, S, S) CIELAB L -> (B, S, S, 2) CIELAB ab, float32.
 
-    The same network call as colorize (its predict_ab), in evaluate's channels-last layout.
+    The same network call as colorize (an inference.Predictor), in evaluate's channels-last layout.
     """
-    from .torch_inference import predict_ab as predict_planar
-
     l_net = np.ascontiguousarray(l_to_net(true_l), dtype=np.float32)[:, None]  # (B, 1, S, S)
-    return predict_planar(model, l_net, device).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
+    return engine.predict(l_net).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
 
 
 def _with_ab(true_lab: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -274,17 +291,17 @@ def _with_ab(true_lab: np.ndarray, ab: np.ndarray) -> np.ndarray:
     return lab
 
 
-def _method_outputs(target, models, mean_ab, options, device, *, only=None, on_failure=None):
+def _method_outputs(target, models, mean_ab, options, engines, *, only=None, on_failure=None):
     """Yield (batch, {method: predicted LAB (B, S, S, 3)}) in the target's order."""
     if options.full_res:
-        yield from _full_res_outputs(target, models, mean_ab, options, only=only, on_failure=on_failure)
+        yield from _full_res_outputs(target, models, mean_ab, options, engines, only=only, on_failure=on_failure)
         return
     if isinstance(target, _SetTarget):
         batches = target.batches(options.batch_size, only=only)
     else:
         batches = target.batches(options.batch_size, size=models[0].model.config.size, only=only, on_failure=on_failure)
     for batch in batches:
-        predicted = {m.label: _with_ab(batch.true_lab, predict_ab(m.model, batch.true_lab[..., 0], device)) for m in models}
+        predicted = {m.label: _with_ab(batch.true_lab, predict_ab(engines[m.label], batch.true_lab[..., 0])) for m in models}
         predicted.update(_baseline_outputs(batch.true_lab, mean_ab))
         yield batch, predicted
 
@@ -296,7 +313,7 @@ def _baseline_outputs(true_lab: np.ndarray, mean_ab) -> dict[str, np.ndarray]:
     return outputs
 
 
-def _full_res_outputs(target, models, mean_ab, options, *, only, on_failure):
+def _full_res_outputs(target, models, mean_ab, options, engines, *, only, on_failure):
     """Photos at their own size through colorize's path (ab rendered small, upsampled)."""
     from .colorize import colorize_picture
 
@@ -306,7 +323,7 @@ def _full_res_outputs(target, models, mean_ab, options, *, only, on_failure):
         gray = Picture(rgb=lab_to_rgb(_with_ab(true_lab, np.zeros(2, np.float32)))[0])
         predicted = {}
         for m in models:
-            rgb = colorize_picture(m.model, gray)
+            rgb = colorize_picture(engines[m.label], gray)
             predicted[m.label] = _with_ab(true_lab, rgb_to_lab(np.asarray(rgb, np.float32))[None][..., 1:])
         predicted.update(_baseline_outputs(true_lab, mean_ab))
         yield _Batch([key], [source], true_lab, picture.rgb[None].astype(np.float32)), predicted
@@ -324,7 +341,7 @@ def evaluate(
     on_failure: FailureCallback | None = None,
 ) -> Evaluation:
     """Per-image metrics of every model and baseline on the same images."""
-    from .device import pick_device, prepare_model
+    from .device import pick_device
 
     if not models:
         raise EvaluateError("no model to evaluate")
@@ -333,9 +350,8 @@ def evaluate(
     target = open_target([Path(t) for t in targets], options)
     size = None if options.full_res else (target.size if isinstance(target, _SetTarget) else models[0].model.config.size)
     notes = _size_notes(target, models, size)
-    device = pick_device(options.device)
-    for m in models:
-        prepare_model(m.model, device)
+    device = pick_device(options.device)  # for the metrics
+    engines = engines_for(models, options.device)
     mean_ab, note = _mean_ab(target, models)
     notes.append(note)
 
@@ -351,7 +367,7 @@ def evaluate(
     # The methods' metrics are independent numpy/torch work that releases the GIL: one
     # thread per method uses the cores that a single numpy call leaves idle.
     with ThreadPoolExecutor(max_workers=len(models) + len(BASELINES)) as pool:
-        for batch, predicted in _method_outputs(target, models, mean_ab, options, device, on_failure=failed):
+        for batch, predicted in _method_outputs(target, models, mean_ab, options, engines, on_failure=failed):
             futures = {
                 method: pool.submit(_lab_metrics, predicted_lab, batch.true_lab, batch.true_rgb, device)
                 for method, predicted_lab in predicted.items()
@@ -563,14 +579,12 @@ def write_report(
     Every file is written atomically and index.html last, so the page never refers to an
     image that is not there yet; an earlier report's images go only after that.
     """
-    from .device import pick_device
-
     check_outputs(report_dir=directory, overwrite=overwrite)
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     groups = pick_cases(evaluation, seed=seed)
     rows = sorted({row for group in groups.values() for row in group})
-    strips = render_strips(evaluation, rows, targets=targets, models=models, options=options, device=pick_device(options.device))
+    strips = render_strips(evaluation, rows, targets=targets, models=models, options=options)
     strip_files = {}
     for row, image in strips.items():
         name = f"images/strip-{evaluation.keys[row]:06d}.png"
@@ -591,12 +605,12 @@ def _remove_stale_images(directory: Path, *, keep: set[str]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def render_strips(evaluation, rows, *, targets, models, options, device) -> dict[int, np.ndarray]:
+def render_strips(evaluation, rows, *, targets, models, options) -> dict[int, np.ndarray]:
     """Row -> strip (gray input | each model | truth) as uint8 RGB, recomputed for those images."""
     target = open_target([Path(t) for t in targets], options)
     wanted = {evaluation.keys[row]: row for row in rows}
     strips = {}
-    for batch, predicted in _method_outputs(target, models, evaluation.mean_ab, options, device, only=set(wanted)):
+    for batch, predicted in _method_outputs(target, models, evaluation.mean_ab, options, engines_for(models, options.device), only=set(wanted)):
         for i, key in enumerate(batch.keys):
             tiles = [lab_to_rgb(predicted[GRAY][i])]
             tiles += [lab_to_rgb(predicted[m.label][i]) for m in models]

@@ -28,7 +28,6 @@ sys.path.insert(0, str(REPO))
 
 from portraitcolor import evaluate as ev  # noqa: E402
 from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
-from portraitcolor.device import pick_device  # noqa: E402
 
 COLUMNS = ("model", "ab / gray", "ab", "CIEDE2000", "PSNR dB (gray)", "colourfulness ratio", "beats gray")
 
@@ -82,9 +81,9 @@ def sample_rows(evaluation: ev.Evaluation, count: int, seed: int = 0) -> list[in
     return sorted(int(row) for row in rng.choice(evaluation.count, size=min(count, evaluation.count), replace=False))
 
 
-def stacked_strips(evaluation: ev.Evaluation, rows: list[int], models: list[ev.ModelUnderTest], targets: list[str], device) -> np.ndarray:
+def stacked_strips(evaluation: ev.Evaluation, rows: list[int], models: list[ev.ModelUnderTest], targets: list[str], device: str) -> np.ndarray:
     """gray | each model | truth for each row, one strip under the other."""
-    strips = ev.render_strips(evaluation, rows, targets=targets, models=models, options=ev.EvaluateOptions(), device=device)
+    strips = ev.render_strips(evaluation, rows, targets=targets, models=models, options=ev.EvaluateOptions(device=device))
     stacked = [strips[row] for row in rows]
     gap = np.full((4, stacked[0].shape[1], 3), 255, np.uint8)
     return np.concatenate([part for strip in stacked for part in (strip, gap)][:-1])
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(f"\n{rows[0]['images']} photos: {', '.join(map(str, options.photos))}")
     columns = f"gray | {' | '.join(m.label for m in models)} | truth"
-    device = pick_device(options.device)
+    device = options.device
     if options.strip:
         # Worst cases of the last model: list the new model last, after the ones it replaces.
         picked = worst_rows(evaluations[-1], models[-1].label, options.worst)

@@ -129,3 +129,21 @@ def test_tampered_index_onnx_entry_is_refused(tiny_model_file):
 def test_packaged_onnx_form_matches_the_packaged_weights():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_packaged_onnx.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_evaluate_measures_the_engine_colorize_uses(tmp_path, tiny_model_file):
+    """evaluate on the CPU runs a stored model's ONNX form, as colorize does, and its figures
+    equal the torch engine's to well within the engines' bound."""
+    from portraitcolor import evaluate as core
+
+    WeightsStore().add_file(tiny_model_file, "tiny")
+    for i in range(3):
+        Image.fromarray(portrait_array(64, 48, seed=i)).save(tmp_path / f"p{i}.png")
+    models = core.load_models(["tiny"])
+    assert isinstance(core.engines_for(models, "cpu")["tiny"], OnnxPredictor)
+    assert isinstance(core.engines_for(models, "torch")["tiny"], TorchPredictor)
+    by_engine = {
+        device: core.evaluate([tmp_path], models=models, options=core.EvaluateOptions(device=device)).methods["tiny"]["ab_mae"]
+        for device in ("cpu", "torch")
+    }
+    assert np.abs(np.asarray(by_engine["cpu"]) - np.asarray(by_engine["torch"])).max() < 0.05
