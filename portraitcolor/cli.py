@@ -360,6 +360,7 @@ def train_command(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
     width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
+    hints: bool = typer.Option(False, "--hints", help="Train a hint-aware model (colorize --hint): it learns from hints sampled from the true colours, and colours without hints too. With --init from a model without hints, it starts as that model."),
     init: Optional[str] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model's weights (a store name, builtin, or a .safetensors path) instead of random ones: fine-tuning. --width must match it."),
     device: str = DEVICE_OPTION,
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
@@ -391,7 +392,7 @@ def train_command(
         raise fail("give the set to train on (SET.h5), or --resume RUN", code=EXIT_USAGE)
     config = TrainConfig(
         data=str(data) if data else "", epochs=epochs, loss=loss, switch_on_plateau=switch_on_plateau, lr=lr, lr_decay=lr_decay.value,
-        batch_size=batch_size, width=width, init=init, seed=seed, device=device, compile=compile_model, patience=patience,
+        batch_size=batch_size, width=width, hints=hints, init=init, seed=seed, device=device, compile=compile_model, patience=patience,
         run_dir=str(run_dir) if run_dir else None, resume=resume, name=name, set_default=set_default,
         in_memory=in_memory, workers=workers, replace=replace, overwrite=overwrite,
     )
@@ -485,6 +486,7 @@ def evaluate(
     csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
+    hints: int = typer.Option(0, "--hints", min=0, metavar="N", help="Give hint-aware models N hints per image, sampled from the true colours (seeded: the same for every model and run)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --csv file or the report in --report DIR."),
 ) -> None:
     """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
@@ -498,6 +500,7 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         limit=limit,
+        hints=hints,
     )
     console = _stderr()
     if not console.is_terminal:
@@ -567,6 +570,9 @@ def colorize(
     batch_size: int = typer.Option(8, "--batch-size", min=1, metavar="N", help="Images per network batch."),
     device: str = COLORIZE_DEVICE_OPTION,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, metavar="N", help="Refuse larger images (decompression-bomb guard)."),
+    hint: Optional[List[str]] = typer.Option(None, "--hint", metavar="X,Y=COLOUR", help="A colour you know at a point: X,Y in pixels (120,340) or fractions of width and height (0.52,0.8); COLOUR as #2a4b8d or a CSS name (navy). Repeat for more. Needs a hint-aware model (train --hints) and one input."),
+    hints_file: Optional[Path] = typer.Option(None, "--hints", metavar="FILE", help="Read hints from FILE: one X,Y=COLOUR per line (# comments), or JSON."),
+    hint_mask: Optional[Path] = typer.Option(None, "--hint-mask", metavar="IMAGE", help="A colour scribble the size of the photo: its non-transparent pixels are hints (without alpha: all but pure white and black)."),
 ) -> None:
     """Colorize photos; output paths go to stdout, one per line.
 
@@ -583,14 +589,28 @@ def colorize(
         raise fail("-o takes one file; use -O DIR for a folder", code=EXIT_USAGE)
 
     from .colorize import colorize_jobs, plan_jobs
-    from .inference import open_predictor
+    from .inference import check_takes_hints, open_predictor
 
+    hints = run_job(_read_hints, hint or [], hints_file, hint_mask)
+    if hints and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
+        raise fail("hints describe one photo: give exactly one input file with --hint, --hints or --hint-mask", code=EXIT_USAGE)
     predictor = run_job(open_predictor, model, device=device)
+    if hints:
+        run_job(check_takes_hints, predictor)
     jobs = plan_jobs(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=sys.stdin.buffer.read)
-    results = colorize_jobs(jobs, predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
+    results = colorize_jobs(jobs, predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing, hints=hints)
     failures = _report_colorize(results, json_output=json_output)
     if failures:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _read_hints(points: list[str], hints_file: Path | None, hint_mask: Path | None):
+    from .hints import Hints, parse_point, read_hints_file, read_scribble
+
+    parsed = [parse_point(text) for text in points]
+    if hints_file is not None:
+        parsed += read_hints_file(hints_file)
+    return Hints(points=tuple(parsed), scribble=read_scribble(hint_mask) if hint_mask is not None else None)
 
 
 def _check_colorize_usage(inputs, *, output, output_dir, files_from, skip_existing, overwrite) -> None:

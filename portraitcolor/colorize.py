@@ -29,7 +29,8 @@ from PIL import Image
 from . import lab
 from .atomic import atomic_output, cut_utf8, file_identity
 from .errors import PortraitcolorError
-from .inference import SIDE_MULTIPLE, Predictor, as_predictor, open_predictor
+from .hints import HintError, Hints, parse_point
+from .inference import SIDE_MULTIPLE, Predictor, as_predictor, check_takes_hints, open_predictor
 from .inputs import image_files
 
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
@@ -100,22 +101,29 @@ def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> n
     return out
 
 
-def colorize_picture(model, picture: lab.Picture, *, render_size: int | None = None) -> np.ndarray:
+def colorize_picture(model, picture: lab.Picture, *, render_size: int | None = None, hints=None) -> np.ndarray:
     """A decoded picture -> colour RGB float32 (H, W, 3) in 0..1 at the picture's resolution.
 
-    model: an inference.Predictor, or a torch UNet (run on its own device)."""
+    model: an inference.Predictor, or a torch UNet (run on its own device). hints: a
+    hints.Hints, or "X,Y=COLOUR" strings, for a hint-aware model."""
     predictor = as_predictor(model)
+    hints = as_hints(hints)
+    if hints:
+        check_takes_hints(predictor)
+        hints.check(picture.width, picture.height)
     l_full = lab.rgb_to_l(picture.rgb)
     shape = render_shape(*l_full.shape, render_size or predictor.render_size)
-    ab_small = predictor.predict(network_input(l_full, shape)[None])[0]
+    ab_small = predictor.predict(network_input(l_full, shape)[None], _hint_batch([(l_full.shape, shape)], hints))[0]
     return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), as_uint8=False)
 
 
-def colorize_image(image, model=None, *, render_size: int | None = None, device: str = "cpu") -> Image.Image:
+def colorize_image(image, model=None, *, render_size: int | None = None, device: str = "cpu", hints=None) -> Image.Image:
     """Colorize a path, bytes, PIL image or RGB array; returns a PIL image (alpha kept).
 
     model: a torch UNet (load_model), an inference.Predictor (open_predictor), or None for
     the default model on `device` (the CPU: its ONNX form through OpenCV, without torch).
+    hints: colours you know, as "X,Y=COLOUR" strings (pixels, or fractions with a decimal
+    point: "0.5,0.8=navy") or a hints.Hints, for a hint-aware model.
 
     Its info holds what a file written from it should carry: "icc_profile" (sRGB, the
     space of its pixels), and the input's "exif" (orientation reset) and "dpi" if any;
@@ -129,7 +137,7 @@ def colorize_image(image, model=None, *, render_size: int | None = None, device:
         picture = lab.Picture(rgb=np.repeat(rgb[..., None], 3, 2) if rgb.ndim == 2 else rgb[..., :3])
     else:
         picture = lab.read_image(image)
-    rgb = colorize_picture(model, picture, render_size=render_size)
+    rgb = colorize_picture(model, picture, render_size=render_size, hints=hints)
     out = _to_pil(np.rint(rgb * 255.0).astype(np.uint8), picture.alpha)
     carried = {"icc_profile": lab.srgb_icc(), "exif": picture.exif, "dpi": picture.dpi}
     out.info.update({key: value for key, value in carried.items() if value})
@@ -421,24 +429,28 @@ def colorize_jobs(
     overwrite: bool = False,
     skip_existing: bool = False,
     io_threads: int = 2,
+    hints: Hints | None = None,
 ) -> Iterator[Result]:
     """Colorize every job, yielding one Result per job in input order; never raises for a bad input.
 
-    model: an inference.Predictor, or a torch UNet (run on its own device)."""
+    model: an inference.Predictor, or a torch UNet (run on its own device). hints: for every
+    job (a photo they do not fit fails with the reason); the model must take hints."""
     predictor = as_predictor(model)
+    if hints:
+        check_takes_hints(predictor)
     render_size = render_size or predictor.render_size
     pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io")
     pool.submit(lab.prepare_lab_to_srgb8)  # beside the first decode and forward pass
     try:
         with predictor.running(io_threads=io_threads):
-            yield from _run_pipeline(pool, iter(jobs), predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing)
+            yield from _run_pipeline(pool, iter(jobs), predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing, hints=hints)
     finally:
         # On Ctrl-C or SIGTERM: writes already running finish (and are complete files);
         # queued work is dropped.
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_size, max_pixels, overwrite, skip_existing) -> Iterator[Result]:
+def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_size, max_pixels, overwrite, skip_existing, hints) -> Iterator[Result]:
     decoding: deque[Future | Result] = deque()
     finishing: deque[Future | Result] = deque()
     batch: list[tuple[_Decoded, tuple[int, int]]] = []
@@ -459,7 +471,7 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
         if not batch:
             return
         inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
-        predictions = predictor.predict(inputs)
+        predictions = predictor.predict(inputs, _hint_batch([(decoded.l_full.shape, shape) for decoded, shape in batch], hints))
         for (decoded, shape), ab_small in zip(batch, predictions):
             finishing.append(pool.submit(_finish, decoded, ab_small, shape))
         batch.clear()
@@ -482,6 +494,12 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
             finishing.append(Result(decoded.job, ok=False, error=decoded.error))
         else:
             shape = render_shape(*decoded.l_full.shape, render_size)
+            problem = _hint_problem(hints, decoded.l_full.shape)
+            if problem:
+                flush()
+                finishing.append(Result(decoded.job, ok=False, error=problem))
+                yield from drain(wait_all=False)
+                continue
             if batch and _padded_shape(batch[0][1]) != _padded_shape(shape):
                 flush()
             batch.append((decoded, shape))
@@ -490,6 +508,34 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
         yield from drain(wait_all=False)
     flush()
     yield from drain(wait_all=True)
+
+
+def as_hints(hints) -> Hints:
+    """None, a Hints, or an iterable of "X,Y=COLOUR" strings -> Hints."""
+    if hints is None:
+        return Hints()
+    if isinstance(hints, Hints):
+        return hints
+    if isinstance(hints, str):
+        hints = [hints]
+    return Hints(points=tuple(parse_point(text) for text in hints))
+
+
+def _hint_batch(items: list[tuple[tuple[int, int], tuple[int, int]]], hints: Hints | None) -> np.ndarray | None:
+    """(B, HINT_CHANNELS, h, w) for photos of the given (size, render shape), or None: no hints."""
+    if not hints:
+        return None
+    return np.stack([hints.channels(size, shape, _padded_shape(shape)) for size, shape in items])
+
+
+def _hint_problem(hints: Hints | None, size: tuple[int, int]) -> str | None:
+    if not hints:
+        return None
+    try:
+        hints.check(size[1], size[0])
+    except HintError as error:
+        return str(error)
+    return None
 
 
 def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:

@@ -38,6 +38,7 @@ from .inputs import image_files, utf8_name
 from .lab import ImageReadError, Picture, l_to_net, lab_to_rgb, read_image, rgb_to_lab
 
 GRAY = "gray"
+HINT_SEED = 20171
 MEAN_AB = "mean ab"
 BASELINES = (GRAY, MEAN_AB)
 # The mean ab of this many training images is within a small fraction of a CIELAB unit of
@@ -60,6 +61,7 @@ class EvaluateOptions:
     batch_size: int = 32
     device: str = "auto"
     limit: int | None = None
+    hints: int = 0  # hints per image for hint-aware models, sampled from the truth (seeded by image)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def engines_for(models: list[ModelUnderTest], device: str) -> dict:
         if m.spec is not None and not uses_torch(device) and not is_path_spec(m.spec):
             engines[m.label] = open_predictor(m.spec, device="cpu")
         else:
-            engines[m.label] = TorchPredictor(prepare_model(m.model, pick_device(device)))
+            engines[m.label] = TorchPredictor(prepare_model(m.model, pick_device(device)), name=m.label)
     return engines
 
 
@@ -275,13 +277,37 @@ def open_target(paths: list[Path], options: EvaluateOptions):
 # ---- predictions ------------------------------------------------------------------------
 
 
-def predict_ab(engine, true_l: np.ndarray) -> np.ndarray:
+def predict_ab(engine, true_l: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
     """The model's ab for a batch of L: (B, S, S) CIELAB L -> (B, S, S, 2) CIELAB ab, float32.
 
-    The same network call as colorize (an inference.Predictor), in evaluate's channels-last layout.
+    The same network call as colorize (an inference.Predictor), in evaluate's channels-last
+    layout; hints: (B, HINT_CHANNELS, S, S) for a hint-aware model.
     """
     l_net = np.ascontiguousarray(l_to_net(true_l), dtype=np.float32)[:, None]  # (B, 1, S, S)
-    return engine.predict(l_net).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
+    return engine.predict(l_net, hints).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
+
+
+def sampled_hints(batch: _Batch, count: int) -> np.ndarray | None:
+    """evaluate --hints: `count` hints per image from its true colours, seeded by the image's
+    key, so every model and every run sees the same ones."""
+    from .hints import sample_from_truth
+
+    if not count:
+        return None
+    return np.stack([
+        sample_from_truth(true_lab[..., 1:], count, np.random.default_rng([HINT_SEED, key]))
+        for key, true_lab in zip(batch.keys, batch.true_lab)
+    ])
+
+
+def _check_hints_apply(engines: dict, options: EvaluateOptions) -> None:
+    from .hints import HintError
+    from .inference import check_takes_hints
+
+    if options.full_res:
+        raise HintError("--hints works on images at the model's size, not with --full-res")
+    for engine in engines.values():
+        check_takes_hints(engine)
 
 
 def _with_ab(true_lab: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -301,7 +327,8 @@ def _method_outputs(target, models, mean_ab, options, engines, *, only=None, on_
     else:
         batches = target.batches(options.batch_size, size=models[0].model.config.size, only=only, on_failure=on_failure)
     for batch in batches:
-        predicted = {m.label: _with_ab(batch.true_lab, predict_ab(engines[m.label], batch.true_lab[..., 0])) for m in models}
+        hints = sampled_hints(batch, options.hints)
+        predicted = {m.label: _with_ab(batch.true_lab, predict_ab(engines[m.label], batch.true_lab[..., 0], hints)) for m in models}
         predicted.update(_baseline_outputs(batch.true_lab, mean_ab))
         yield batch, predicted
 
@@ -352,8 +379,12 @@ def evaluate(
     notes = _size_notes(target, models, size)
     device = pick_device(options.device)  # for the metrics
     engines = engines_for(models, options.device)
+    if options.hints:
+        _check_hints_apply(engines, options)
     mean_ab, note = _mean_ab(target, models)
     notes.append(note)
+    if options.hints:
+        notes.append(f"the models had {options.hints} hints per image, sampled from its true colours")
 
     failures: list[tuple[str, str]] = []
 

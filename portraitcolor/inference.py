@@ -34,9 +34,11 @@ class Predictor(Protocol):
 
     name: str
     render_size: int  # the training size: colorize's default short side for the network
+    takes_hints: bool  # trained with hints (train --hints)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(B, 1, h, w) L in 0..1, sides multiples of 16 -> (B, 2, h, w) a, b in CIELAB units."""
+    def predict(self, batch: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
+        """(B, 1, h, w) L in 0..1, sides multiples of 16, and for a hint-aware model optional
+        (B, HINT_CHANNELS, h, w) hints (hints.py) -> (B, 2, h, w) a, b in CIELAB units."""
         ...
 
     def running(self, *, io_threads: int) -> contextlib.AbstractContextManager:
@@ -47,17 +49,17 @@ class Predictor(Protocol):
 class OnnxPredictor:
     """A model's ONNX form run by OpenCV's DNN module on the CPU."""
 
-    def __init__(self, onnx_bytes: bytes, *, name: str, render_size: int) -> None:
+    def __init__(self, onnx_bytes: bytes, *, name: str, render_size: int, takes_hints: bool = False) -> None:
         import cv2
 
-        self.name, self.render_size = name, render_size
+        self.name, self.render_size, self.takes_hints = name, render_size, takes_hints
         try:
             self._net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
         except cv2.error as error:
             raise InferenceError(f"model {name}: OpenCV cannot read its ONNX form ({lab.first_line(error)})") from None
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        self._net.setInput(np.ascontiguousarray(batch, dtype=np.float32))
+    def predict(self, batch: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
+        self._net.setInput(network_inputs(self, batch, hints))
         return lab.ab_from_net(self._net.forward())
 
     @contextlib.contextmanager
@@ -89,7 +91,7 @@ def open_predictor(spec: str | os.PathLike | None = None, *, device: str = "auto
     if not uses_torch(device) and not (spec is not None and is_path_spec(spec)):
         form = WeightsStore().onnx_form(None if spec is None else str(spec))
         if form is not None:
-            return OnnxPredictor(form.read_checked(), name=form.name, render_size=form.render_size)
+            return OnnxPredictor(form.read_checked(), name=form.name, render_size=form.render_size, takes_hints=form.takes_hints)
     # A weights file outside the store, a GPU, or a packaged model without its ONNX form: torch.
     # Imported only here: it costs a second of start-up that the CPU path never pays.
     from .torch_inference import TorchPredictor
@@ -105,3 +107,30 @@ def as_predictor(model) -> Predictor:
 
     return TorchPredictor(model)
 
+
+
+def network_inputs(predictor: Predictor, batch: np.ndarray, hints: np.ndarray | None) -> np.ndarray:
+    """The array a model's network takes: L alone, or for a hint-aware model L and the hint
+    channels (zeros: no hints)."""
+    from .hints import HINT_CHANNELS
+
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if not predictor.takes_hints:
+        if hints is not None:
+            raise InferenceError(f"model {predictor.name} takes no hints")
+        return batch
+    if hints is None:
+        hints = np.zeros((batch.shape[0], HINT_CHANNELS, *batch.shape[2:]), np.float32)
+    return np.concatenate([batch, hints.astype(np.float32)], axis=1)
+
+
+
+def check_takes_hints(predictor: Predictor) -> None:
+    """A clear refusal before any work when hints are given to a model trained without them."""
+    from .hints import HintError
+
+    if not predictor.takes_hints:
+        raise HintError(
+            f"model {predictor.name} takes no hints: it was trained without --hints "
+            "(train one with `portraitcolor train SET.h5 --hints --init builtin`, or pick one with -m)"
+        )

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .hints import HINT_CHANNELS
 from .inference import SIDE_MULTIPLE
 
 # The training size is also colorize's default render size: a weights file claiming more
@@ -26,15 +27,25 @@ class UNetConfig:
 
     width: int = 64  # channels of the first stage; the deepest has 8 * width
     size: int = 128  # side of the square training images (the default render size)
+    hints: bool = False  # HINT_CHANNELS more inputs beside L: colour hints (hints.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.width, int) or not 1 <= self.width <= 512:
             raise ValueError(f"width must be an integer in 1..512, got {self.width!r}")
         if not isinstance(self.size, int) or not SIDE_MULTIPLE <= self.size <= MAX_SIZE or self.size % SIDE_MULTIPLE:
             raise ValueError(f"size must be a multiple of {SIDE_MULTIPLE} in {SIDE_MULTIPLE}..{MAX_SIZE}, got {self.size!r}")
+        if not isinstance(self.hints, bool):
+            raise ValueError(f"hints must be true or false, got {self.hints!r}")
+
+    @property
+    def in_channels(self) -> int:
+        return 1 + (HINT_CHANNELS if self.hints else 0)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        if not self.hints:  # left out: a model without hints stays readable by older versions
+            del values["hints"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "UNetConfig":
@@ -90,7 +101,7 @@ class UNet(nn.Module):
         self.config = config or UNetConfig()
         w = self.config.width
         channels = [w, 2 * w, 4 * w, 8 * w, 8 * w]
-        self.stem = ConvBlock(1, channels[0])
+        self.stem = ConvBlock(self.config.in_channels, channels[0])
         self.down = nn.ModuleList(
             DownStage(channels[i], channels[i + 1]) for i in range(len(channels) - 1)
         )
@@ -100,9 +111,14 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(channels[0], 2, kernel_size=1)
 
     def forward(self, l: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) L in 0..1 -> (B, 2, H, W) ab in 0..1 (sigmoid).  H, W multiples of 16."""
+        """(B, 1, H, W) L in 0..1 -> (B, 2, H, W) ab in 0..1 (sigmoid).  H, W multiples of 16.
+
+        A hint-aware network takes (B, 1 + HINT_CHANNELS, H, W), L then the hints; given L
+        alone it colours without hints."""
         if l.shape[-1] % SIDE_MULTIPLE or l.shape[-2] % SIDE_MULTIPLE:
             raise ValueError(f"input sides must be multiples of {SIDE_MULTIPLE}, got {tuple(l.shape[-2:])}")
+        if self.config.hints and l.shape[1] == 1:
+            l = torch.cat([l, l.new_zeros(l.shape[0], HINT_CHANNELS, *l.shape[2:])], dim=1)
         skips = [self.stem(l)]  # (B, w, H, W)
         for stage in self.down:  # ... -> (B, 8w, H/16, W/16)
             skips.append(stage(skips[-1]))
@@ -113,7 +129,7 @@ class UNet(nn.Module):
 
     def lab(self, l: torch.Tensor) -> torch.Tensor:
         """The paper's last concatenation: (B, 1, H, W) L -> (B, 3, H, W) normalised LAB."""
-        return torch.cat([l, self(l)], dim=1)
+        return torch.cat([l[:, :1], self(l)], dim=1)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -40,7 +40,7 @@ def write_onnx(model: UNet, path: str | os.PathLike) -> Path:
     path = Path(path)
     model = model.eval().to("cpu")
     with atomic_output(path) as temporary:
-        example = torch.zeros(1, 1, SIDE_MULTIPLE * 4, SIDE_MULTIPLE * 4)
+        example = torch.zeros(1, model.config.in_channels, SIDE_MULTIPLE * 4, SIDE_MULTIPLE * 4)
         free = {0: "batch", 2: "height", 3: "width"}
         with _EXPORTING, warnings.catch_warnings():  # the exporter's notes on tracing, for developers
             warnings.simplefilter("ignore")
@@ -59,7 +59,8 @@ def check_agreement(onnx_bytes: bytes, model: UNet) -> None:
 
     net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
     rng = np.random.default_rng(0)
-    for shape in _CHECK_SHAPES:
+    for batch_size, _, height, width in _CHECK_SHAPES:
+        shape = (batch_size, model.config.in_channels, height, width)
         batch = rng.random(shape, dtype=np.float32)
         with torch.inference_mode():
             expected = model(torch.from_numpy(batch)).numpy()

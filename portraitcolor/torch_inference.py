@@ -11,6 +11,7 @@ import torch
 
 from . import lab
 from .device import autocast, pick_device, prepare_model
+from .inference import network_inputs
 from .model import UNet
 
 
@@ -36,14 +37,15 @@ class TorchPredictor:
 
     def __init__(self, model: UNet, *, name: str | None = None) -> None:
         self.model, self.name, self.render_size = model, name or "model", model.config.size
+        self.takes_hints = model.config.hints
         self.device = next(model.parameters()).device
 
     @classmethod
     def load(cls, spec: str | os.PathLike | None, *, device: str) -> "TorchPredictor":
         return cls(load_model(spec, device=device), name=None if spec is None else str(spec))
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return predict_ab(self.model, batch, self.device)
+    def predict(self, batch: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
+        return predict_ab(self.model, network_inputs(self, batch, hints), self.device)
 
     @contextlib.contextmanager
     def running(self, *, io_threads: int) -> Iterator[None]:

@@ -53,6 +53,7 @@ class TrainConfig:
     lr_decay: str = "none"
     batch_size: int = 32
     width: int = 64
+    hints: bool = False  # a hint-aware network, trained with hints sampled from the truth
     init: str | None = None  # start from this model's weights (store name or path): fine-tuning
     seed: int = 0
     device: str = "auto"
@@ -190,7 +191,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
 
     # -- the networks and their optimizers (same seed on every rank: same initial weights)
     torch.manual_seed(config.seed)
-    model = UNet(UNetConfig(width=config.width, size=info.size))
+    model = UNet(UNetConfig(width=config.width, size=info.size, hints=config.hints))
     if config.init and not checkpoint:  # a resumed run has its own weights in the checkpoint
         _load_initial_weights(model, config.init)
     discriminator = PatchDiscriminator(width=config.width) if adversarial else None
@@ -285,7 +286,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
                 if discriminator:
                     raw_discriminator.requires_grad_(phase.adversarial)
                 with devices.autocast_as(device, precision):
-                    prediction = model(l)  # (b, 2, S, S) ab in 0..1
+                    prediction = model(_with_sampled_hints(l, ab) if config.hints else l)  # (b, 2, S, S) ab in 0..1
                     loss = losses.reconstruction_loss(phase.terms, prediction, ab)
                     if phase.adversarial:
                         # Real and generated pairs in one pass: one forward per backward under DDP.
@@ -386,7 +387,46 @@ def _load_initial_weights(model, spec: str) -> None:
     start = resolve_model(spec)
     if start.config.width != model.config.width:
         raise TrainingError(f"--init {spec}: that model has width {start.config.width}, the run asks for --width {model.config.width}")
-    model.load_state_dict(start.state_dict())
+    if start.config.hints and not model.config.hints:
+        raise TrainingError(f"--init {spec}: that model takes hints; train with --hints")
+    state = start.state_dict()
+    if model.config.hints and not start.config.hints:
+        # The hint inputs start with zero weights: the new network colours exactly as the old
+        # one until training teaches it to use them.
+        stem = model.state_dict()[_STEM_WEIGHT]
+        widened = stem.new_zeros(stem.shape)
+        widened[:, :1] = state[_STEM_WEIGHT]
+        state[_STEM_WEIGHT] = widened
+    model.load_state_dict(state)
+
+
+_STEM_WEIGHT = "stem.0.weight"  # the first convolution: the one that sees the inputs
+
+
+def _with_sampled_hints(l, ab):
+    """(b, 1, S, S) L and (b, 2, S, S) true ab (0..1) -> (b, 1 + HINT_CHANNELS, S, S): L and
+    hints sampled from the truth (hints.py): none for NO_HINT_SHARE of the images, else a
+    geometric number of square patches, each holding the patch's mean true colour."""
+    import torch
+
+    from . import hints as hint_rules, lab
+
+    batch, _, height, width = l.shape
+    channels = l.new_zeros(batch, hint_rules.HINT_CHANNELS, height, width)
+    true_ab = (ab.detach().float() * lab.AB_SPAN - lab.AB_OFFSET) / hint_rules.AB_SCALE  # CIELAB / 128
+    draws = torch.rand(batch).tolist()
+    success = 1.0 / hint_rules.MEAN_TRAINING_POINTS
+    for image, draw in enumerate(draws):
+        if draw < hint_rules.NO_HINT_SHARE:
+            continue
+        count = min(int(torch.distributions.Geometric(torch.tensor(success)).sample()) + 1, hint_rules.MAX_TRAINING_POINTS)
+        for _ in range(count):
+            side = int(torch.randint(1, hint_rules.MAX_TRAINING_PATCH + 1, ()))
+            top, left = int(torch.randint(0, height - side + 1, ())), int(torch.randint(0, width - side + 1, ()))
+            rows, cols = slice(top, top + side), slice(left, left + side)
+            channels[image, :2, rows, cols] = true_ab[image, :, rows, cols].mean(dim=(1, 2))[:, None, None]
+            channels[image, 2, rows, cols] = 1.0
+    return torch.cat([l, channels], dim=1)
 
 
 def _store_best(run_dir: Path, name: str | None, summary: dict, *, set_default: bool, replace: bool) -> str:
@@ -423,10 +463,10 @@ def _taken(store, name: str) -> bool:
 def _free_model_name(run_name: str, taken) -> str:
     """A valid store name from the run folder's name, unused in the store: two runs without
     --name never replace each other's model, and a folder called `my run` still stores."""
-    from .weights import BUILTIN_NAME
+    from .weights import PACKAGED
 
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-._")[:56] or "run"
-    taken = {*taken, BUILTIN_NAME}
+    taken = {*taken, *PACKAGED}
     return next(name for name in (base if n == 1 else f"{base}-{n}" for n in itertools.count(1)) if name not in taken)
 
 

@@ -35,11 +35,16 @@ from .errors import PortraitcolorError
 STORE_ENV = "PORTRAITCOLOR_HOME"
 METADATA_KEY = "portraitcolor"
 WEIGHTS_FORMAT = "portraitcolor-weights/1"
-PACKAGED_DEFAULT = Path(__file__).parent / "data" / "default.safetensors"
-# The packaged model's ONNX form, built by scripts/build_packaged_onnx.py, and its sha256.
-PACKAGED_ONNX = PACKAGED_DEFAULT.with_suffix(".onnx")
-PACKAGED_ONNX_SHA256 = PACKAGED_DEFAULT.with_suffix(".onnx.sha256")
 BUILTIN_NAME = "builtin"
+HINTS_NAME = "hints"
+# The models inside the package, by their reserved names: the default one, and the
+# hint-aware one (colorize --hint). Beside each: NAME.onnx and NAME.onnx.sha256, its ONNX
+# form and that file's sha256, built by scripts/build_packaged_onnx.py.
+PACKAGED = {
+    BUILTIN_NAME: Path(__file__).parent / "data" / "default.safetensors",
+    HINTS_NAME: Path(__file__).parent / "data" / "hints.safetensors",
+}
+PACKAGED_DEFAULT = PACKAGED[BUILTIN_NAME]
 # A header larger than this is not one we wrote (ours are a few kB): refuse before reading it.
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -76,6 +81,7 @@ class OnnxForm:
     path: Path
     sha256: str | None
     render_size: int
+    takes_hints: bool = False
 
     def read_checked(self) -> bytes:
         """The file's bytes, once read (the bytes checked are the bytes run)."""
@@ -307,10 +313,10 @@ def unusable_values(state: dict) -> str | None:
 
 
 def check_name(name: str) -> str:
-    if not _NAME_PATTERN.match(name or "") or name == BUILTIN_NAME:
+    if not _NAME_PATTERN.match(name or "") or name in PACKAGED:
         raise WeightsError(
             f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
-            f" (and not {BUILTIN_NAME!r}, the packaged model)"
+            f" (and not {' or '.join(map(repr, PACKAGED))}, the packaged models)"
         )
     return name
 
@@ -366,7 +372,7 @@ class WeightsStore:
 
     def _entry_problem(self, name: str, entry) -> str | None:
         """What is wrong with an index entry (a hand-edited or damaged index), or None."""
-        if not _NAME_PATTERN.match(name) or name == BUILTIN_NAME:
+        if not _NAME_PATTERN.match(name) or name in PACKAGED:
             return f"invalid model name {name!r} in the index"
         if not isinstance(entry, dict):
             return f"index entry {name!r} is not an object"
@@ -401,24 +407,25 @@ class WeightsStore:
         return sorted(self._read_index()["models"])
 
     def info(self, name: str) -> ModelInfo:
-        if name == BUILTIN_NAME:
-            return self._builtin_info()
+        if name in PACKAGED:
+            return self._packaged_info(name)
         index = self._read_index()
         entry = self._entry(index, name)
         path = self.models_dir / entry["file"]
         _, metadata = read_header(path)
         return ModelInfo(name, path, entry.get("sha256"), entry.get("added"), index.get("default") == name, metadata)
 
-    def _builtin_info(self) -> ModelInfo:
-        if not PACKAGED_DEFAULT.exists():
-            raise NoModelError(NO_MODEL_HELP)
-        _, metadata = read_header(PACKAGED_DEFAULT)
-        return ModelInfo(BUILTIN_NAME, PACKAGED_DEFAULT, None, None, self.default_name() is None, metadata)
+    def _packaged_info(self, name: str) -> ModelInfo:
+        path = PACKAGED[name]
+        if not path.exists():
+            if name == BUILTIN_NAME:
+                raise NoModelError(NO_MODEL_HELP)
+            raise WeightsError(f"this installation lacks the packaged model {name!r} ({path.name})")
+        _, metadata = read_header(path)
+        return ModelInfo(name, path, None, None, name == BUILTIN_NAME and self.default_name() is None, metadata)
 
     def list(self) -> list[ModelInfo]:
-        infos = []
-        if PACKAGED_DEFAULT.exists():
-            infos.append(self._builtin_info())
+        infos = [self._packaged_info(name) for name, path in PACKAGED.items() if path.exists()]
         for name in self.names():
             try:
                 infos.append(self.info(name))
@@ -491,7 +498,7 @@ class WeightsStore:
         if destination.suffix.lower() == ".onnx":
             form = self.onnx_form(name)
             if form is None:
-                raise WeightsError(f"model {name} has no ONNX form (this installation lacks {PACKAGED_ONNX.name})")
+                raise WeightsError(f"model {name} has no ONNX form (this installation lacks {info.path.with_suffix('.onnx').name})")
             data = form.read_checked()
         else:
             data = info.path.read_bytes()
@@ -503,14 +510,14 @@ class WeightsStore:
         """The ONNX form of a stored model (None: the default), made now for a model stored
         before ONNX forms existed; None for a packaged model installed without one."""
         name = spec or self.default_name() or BUILTIN_NAME
-        if name == BUILTIN_NAME:
-            return _packaged_onnx_form(self._builtin_info())
+        if name in PACKAGED:
+            return _packaged_onnx_form(self._packaged_info(name))
         info = self.info(name)
         entry = self._entry(self._read_index(), name)
         if entry.get("onnx") is None:
             entry = self._add_onnx(name)
-        render_size = int(info.metadata["config"]["size"])
-        return OnnxForm(name, self.models_dir / entry["onnx"], entry.get("onnx_sha256"), render_size)
+        config = info.metadata["config"]
+        return OnnxForm(name, self.models_dir / entry["onnx"], entry.get("onnx_sha256"), int(config["size"]), bool(config.get("hints", False)))
 
     def _add_onnx(self, name: str) -> dict:
         """Write the ONNX form of a model stored without one, and record it."""
@@ -527,8 +534,8 @@ class WeightsStore:
                 return dict(entry)
 
     def remove(self, name: str) -> None:
-        if name == BUILTIN_NAME:
-            raise WeightsError("the packaged model cannot be removed")
+        if name in PACKAGED:
+            raise WeightsError(f"the packaged model {name!r} cannot be removed")
         with self._locked_index() as index:
             entry = index["models"].pop(name, None)
             if entry is None:
@@ -545,13 +552,15 @@ class WeightsStore:
         with self._locked_index() as index:
             if name == BUILTIN_NAME:
                 index["default"] = None  # no store default means the packaged model
+            elif name in PACKAGED:
+                raise WeightsError(f"the packaged model {name!r} cannot be the default (import a copy of it: models export {name} DIR, then models import)")
             else:
                 self._entry(index, name)
                 index["default"] = name
 
     def load(self, name: str):
-        if name == BUILTIN_NAME:
-            return load_weights_file(self._builtin_info().path)
+        if name in PACKAGED:
+            return load_weights_file(self._packaged_info(name).path)
         info = self.info(name)
         return load_weights_file(info.path, expected_sha256=info.sha256)
 
@@ -566,8 +575,8 @@ def resolve_model(spec: str | os.PathLike | None = None, *, store: WeightsStore 
     default = store.default_name()
     if default:
         return store.load(default)
-    if PACKAGED_DEFAULT.exists():
-        return load_weights_file(PACKAGED_DEFAULT)
+    if PACKAGED[BUILTIN_NAME].exists():
+        return load_weights_file(PACKAGED[BUILTIN_NAME])
     raise NoModelError(NO_MODEL_HELP)
 
 
@@ -586,13 +595,20 @@ def _write_onnx(model, path: Path) -> None:
         raise WeightsError(f"not stored: {error}") from None
 
 
+def packaged_onnx_paths(weights: Path) -> tuple[Path, Path]:
+    """A packaged model's ONNX form and the file holding its sha256."""
+    return weights.with_suffix(".onnx"), weights.with_suffix(".onnx.sha256")
+
+
 def _packaged_onnx_form(info: ModelInfo) -> OnnxForm | None:
-    if not PACKAGED_ONNX.exists():
+    onnx, recorded_in = packaged_onnx_paths(info.path)
+    if not onnx.exists():
         return None
     try:
-        recorded = PACKAGED_ONNX_SHA256.read_text(encoding="ascii").split()[0]
+        recorded = recorded_in.read_text(encoding="ascii").split()[0]
     except (OSError, IndexError, UnicodeDecodeError):
         recorded = ""
     if not _SHA256_PATTERN.match(recorded):
-        raise WeightsError(f"{PACKAGED_ONNX_SHA256}: missing or unreadable; reinstall portraitcolor")
-    return OnnxForm(BUILTIN_NAME, PACKAGED_ONNX, recorded, int(info.metadata["config"]["size"]))
+        raise WeightsError(f"{recorded_in}: missing or unreadable; reinstall portraitcolor")
+    config = info.metadata["config"]
+    return OnnxForm(info.name, onnx, recorded, int(config["size"]), bool(config.get("hints", False)))

@@ -136,7 +136,7 @@ def test_without_any_model_the_message_says_how_to_get_one(tmp_path):
     source = write_portrait(tmp_path / "x.png", 32, 32, gray=True)
     code = (
         "import sys, portraitcolor.weights as weights\n"
-        f"weights.PACKAGED_DEFAULT = weights.Path({str(tmp_path / 'none.safetensors')!r})\n"
+        f"weights.PACKAGED[weights.BUILTIN_NAME] = weights.Path({str(tmp_path / 'none.safetensors')!r})\n"
         "from portraitcolor.cli import main\n"
         f"sys.argv = ['portraitcolor', 'colorize', {str(source)!r}]\n"
         "main()\n"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from portraitcolor import weights
 from portraitcolor.model import UNet, UNetConfig
 from portraitcolor.weights import NoModelError, WeightsError, WeightsStore, load_weights_file, read_header, resolve_model, save_weights
 from conftest import run_cli
@@ -46,7 +47,7 @@ def test_store_import_default_export_remove(tmp_path, tiny_model_file, monkeypat
         store.add_file(tiny_model_file, "tiny")
     store.remove("tiny")
     assert store.names() == [] and store.default_name() is None
-    monkeypatch.setattr("portraitcolor.weights.PACKAGED_DEFAULT", tmp_path / "no-packaged-model.safetensors")
+    monkeypatch.setitem(weights.PACKAGED, weights.BUILTIN_NAME, tmp_path / "no-packaged-model.safetensors")
     with pytest.raises(NoModelError, match="portraitcolor train"):
         resolve_model()
 
