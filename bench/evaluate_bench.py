@@ -56,7 +56,7 @@ def measure(*, images: int = 512, size: int = 128, width: int = 16, batch_size: 
 def _inference_seconds(model, set_path: Path, batch_size: int, device) -> float:
     import torch
 
-    from portraitcolor.dataset import iter_split
+    from portraitcolor.setfile import iter_split
     from portraitcolor.evaluate import predict_ab
     from portraitcolor.lab import decode_lab8
     from portraitcolor.torch_inference import TorchPredictor

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from portraitcolor import dataset  # noqa: E402
+from portraitcolor import dataset, setfile  # noqa: E402
 from portraitcolor.device import autocast_as  # noqa: E402
 from portraitcolor.losses import mae_loss  # noqa: E402
 from portraitcolor.model import UNet, UNetConfig  # noqa: E402
@@ -36,11 +36,11 @@ def synthetic_set(path: Path, *, count: int, size: int, seed: int = 0) -> Path:
     coarse = rng.integers(0, 256, (count, 8, 8, 3), dtype=np.uint8)
     images = np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC) for image in coarse])
     with h5py.File(path, "w") as handle:
-        handle.create_dataset(dataset.IMAGES, data=images, chunks=(min(dataset.CHUNK_IMAGES, count), size, size, 3), compression=dataset.COMPRESSION)
-        handle.create_dataset(dataset.SOURCES, data=[f"{i}.png" for i in range(count)], dtype=h5py.string_dtype("utf-8"))
-        handle.create_dataset(dataset.SPLITS, data=np.zeros(count, np.uint8))
-        handle.attrs.update({"format": dataset.FORMAT, "format_version": dataset.FORMAT_VERSION, "size": size,
-                             "color_space": dataset.COLOR_SPACE, "tool_version": "bench", "options": "{}", "filter_report": "{}"})
+        handle.create_dataset(setfile.IMAGES, data=images, chunks=(min(setfile.CHUNK_IMAGES, count), size, size, 3), compression=setfile.COMPRESSION)
+        handle.create_dataset(setfile.SOURCES, data=[f"{i}.png" for i in range(count)], dtype=h5py.string_dtype("utf-8"))
+        handle.create_dataset(setfile.SPLITS, data=np.zeros(count, np.uint8))
+        handle.attrs.update({"format": setfile.FORMAT, "format_version": setfile.FORMAT_VERSION, "size": size,
+                             "color_space": setfile.COLOR_SPACE, "tool_version": "bench", "options": "{}", "filter_report": "{}"})
     return path
 
 

@@ -160,7 +160,7 @@ class _SetTarget:
     """One split of an HDF5 set: the stored LAB is the truth, as training saw it."""
 
     def __init__(self, path: Path, split: str | None, limit: int | None) -> None:
-        from .dataset import inspect_set
+        from .setfile import inspect_set
 
         self.path, self.split = path, split
         info = inspect_set(path)
@@ -171,7 +171,7 @@ class _SetTarget:
         self.count = available if limit is None else min(limit, available)
 
     def batches(self, batch_size: int, *, only: set[int] | None = None) -> Iterator[_Batch]:
-        from .dataset import iter_split
+        from .setfile import iter_split
         from .lab import decode_lab8
 
         position = 0
@@ -187,7 +187,7 @@ class _SetTarget:
 
     def mean_ab(self) -> tuple[tuple[float, float] | None, str]:
         """The train split's mean (a, b): what train records in every model's summary."""
-        from .dataset import train_mean_ab
+        from .setfile import train_mean_ab
 
         value, images = train_mean_ab(self.path)
         if value is None:

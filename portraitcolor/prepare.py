@@ -1,4 +1,4 @@
-"""From a pile of photos to a clean LAB training set in HDF5 (the layout of dataset.py).
+"""From a pile of photos to a clean LAB training set in HDF5 (the layout of setfile.py).
 
     sources -> (worker processes) decode, filter, crop, resize, LAB -> (parent) dedupe, write
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, dataset, variants
+from . import __version__, setfile, variants
 from .atomic import atomic_output
 from .errors import PortraitcolorError
 from .faces import DEFAULT_MARGIN
@@ -531,14 +531,14 @@ def default_workers() -> int:
 
 
 def _existing_hashes(handle) -> Iterator[int]:
-    if PHASHES in handle and handle[PHASHES].shape[0] == handle[dataset.IMAGES].shape[0]:
+    if PHASHES in handle and handle[PHASHES].shape[0] == handle[setfile.IMAGES].shape[0]:
         yield from (int(value) for value in handle[PHASHES][...])
         return
-    images = handle[dataset.IMAGES]
+    images = handle[setfile.IMAGES]
     from .lab import decode_lab8
 
-    for start in range(0, images.shape[0], dataset.CHUNK_IMAGES):
-        for lab8 in images[start : start + dataset.CHUNK_IMAGES]:
+    for start in range(0, images.shape[0], setfile.CHUNK_IMAGES):
+        for lab8 in images[start : start + setfile.CHUNK_IMAGES]:
             yield perceptual_hash(decode_lab8(lab8)[..., 0])
 
 
@@ -586,7 +586,7 @@ def prepare(
             # Written last (in _finish): until then the file is not a set to any reader.
             handle.attrs.pop("format", None)
             writer = SetWriter(handle, size)
-            present = {_photo_name(_text(name)) for name in handle[dataset.SOURCES][...]}
+            present = {_photo_name(_text(name)) for name in handle[setfile.SOURCES][...]}
             hashes = HashIndex(options.dedupe_distance) if options.dedupe else None
             if hashes is not None:
                 for value in _existing_hashes(handle):
@@ -692,11 +692,11 @@ def _text(name) -> str:
     return name.decode("utf-8") if isinstance(name, bytes) else str(name)
 
 
-def _previous_set(output: Path) -> dataset.SetInfo:
-    return dataset.inspect_set(output)
+def _previous_set(output: Path) -> setfile.SetInfo:
+    return setfile.inspect_set(output)
 
 
-def _resolve_options(options: PrepareOptions, previous: dataset.SetInfo | None) -> PrepareOptions:
+def _resolve_options(options: PrepareOptions, previous: setfile.SetInfo | None) -> PrepareOptions:
     """Fill size, val and test; with --append they must agree with the set (splits stay stable)."""
     if previous is None:
         return dataclasses.replace(
@@ -744,12 +744,12 @@ def _account(source: Source, results: list[Kept | Dropped], writer: SetWriter, h
                 counts.drop(source.name + result.suffix, "duplicate", f"within {options.dedupe_distance} bits of a kept image")
             return
         hashes.add(first_kept.phash)
-    split = dataset.split_for(source.name, val=options.val, test=options.test)
+    split = setfile.split_for(source.name, val=options.val, test=options.test)
     for result in results:
         if isinstance(result, Dropped):
             counts.drop(source.name + result.suffix, result.reason, result.detail)
             continue
-        writer.add(source.name + result.suffix, dataset.SPLIT_NAMES.index(split), result.lab8, result.phash, options.repeat)
+        writer.add(source.name + result.suffix, setfile.SPLIT_NAMES.index(split), result.lab8, result.phash, options.repeat)
         counts.seen += 1
         counts.kept += 1
         counts.splits[split] += 1
@@ -793,7 +793,7 @@ def _report(output: Path, counts: RunCounts, options: PrepareOptions, writer: Se
         "dropped": {reason: counts.dropped[reason] for reason in REASONS if counts.dropped[reason]},
         "skipped": dict(counts.skipped),
         "notes": dict(counts.notes),
-        "splits": {name: counts.splits[name] for name in dataset.SPLIT_NAMES},
+        "splits": {name: counts.splits[name] for name in setfile.SPLIT_NAMES},
         "set_count": writer.count,
         "elapsed_s": round(elapsed, 3),
         "images_per_s": round(counts.seen / elapsed, 2) if elapsed > 0 else None,
@@ -808,7 +808,7 @@ def _options_record(options: PrepareOptions) -> dict:
     return dataclasses.asdict(options)
 
 
-def _finish(handle, options: PrepareOptions, report: dict, previous: dataset.SetInfo | None) -> None:
+def _finish(handle, options: PrepareOptions, report: dict, previous: setfile.SetInfo | None) -> None:
     """The set's attributes; the file becomes a set only now."""
     summary = {key: report[key] for key in ("seen", "kept", "dropped", "skipped", "notes")}
     if previous is not None:

@@ -146,7 +146,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     """
     import torch
 
-    from . import dataset, device as devices, losses, schedule
+    from . import dataset, device as devices, losses, schedule, setfile
     from .model import PatchDiscriminator, UNet, UNetConfig
 
     config = TrainConfig(**asdict(config))  # filled in below (epochs, set path); the caller's stays as given
@@ -175,14 +175,14 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
             _check_run_dir(config)
     if checkpoint:
         _check_same_set(config)
-    info = dataset.inspect_set(config.data)
+    info = setfile.inspect_set(config.data)
     if info.split_counts["val"] == 0:
-        raise dataset.DatasetError(f"{config.data}: the set has no val images to validate on")
+        raise setfile.DatasetError(f"{config.data}: the set has no val images to validate on")
     if not checkpoint:
         config.data = str(Path(config.data).resolve())  # a resume from another folder finds the same file
         config.data_fingerprint = _set_fingerprint(Path(config.data)) if master else None  # only rank 0 saves it
     if config.in_memory is None:  # fixed at the start: it decides the shuffling order
-        config.in_memory = dataset.split_bytes(info, "train") <= dataset.IN_MEMORY_BYTES
+        config.in_memory = setfile.split_bytes(info, "train") <= dataset.IN_MEMORY_BYTES
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -374,7 +374,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
             batch_size=config.batch_size, lr=config.lr, lr_decay=config.lr_decay, seed=config.seed, world_size=world_size,
             init=config.init, run_dir=str(run_dir),
             # evaluate's mean-ab baseline for photos, which carry no train split of their own
-            mean_ab=dataset.train_mean_ab(config.data)[0],
+            mean_ab=setfile.train_mean_ab(config.data)[0],
         ).to_dict()
         name = _store_best(run_dir, config.name, summary, set_default=config.set_default, replace=config.replace)
     return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)

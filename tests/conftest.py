@@ -126,12 +126,12 @@ def write_set(path: Path, images_rgb_uint8, splits, *, chunk: int | None = None)
     ("train"/"val"/"test") or uint8 codes. Sources are "face0000.png", ...
     chunk: images per HDF5 chunk (default CHUNK_IMAGES, or fewer for a smaller set).
     """
-    from portraitcolor import dataset, setfile
+    from portraitcolor import setfile
     from portraitcolor.lab import encode_lab8, rgb_to_lab
 
     images = np.asarray(images_rgb_uint8, dtype=np.uint8)
     lab8 = encode_lab8(rgb_to_lab(images.astype(np.float32) / 255.0)) if len(images) else images
-    return setfile.write_set(path, lab8, splits, chunk_images=chunk or dataset.CHUNK_IMAGES)
+    return setfile.write_set(path, lab8, splits, chunk_images=chunk or setfile.CHUNK_IMAGES)
 
 
 def portrait_stack(count: int, size: int = 32, *, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from portraitcolor import dataset
-from portraitcolor.dataset import DatasetError, LabBatches, loader
+from portraitcolor import setfile
+from portraitcolor.dataset import LabBatches, loader
+from portraitcolor.setfile import DatasetError
 from portraitcolor.lab import lab8_to_net
 from tests.conftest import portrait_stack, write_set
 
@@ -53,7 +54,7 @@ def test_order_is_deterministic_per_seed_and_epoch(small_set):
 
 def test_validation_split_is_unshuffled_and_unaugmented(small_set):
     with h5py.File(small_set) as handle:
-        stored = handle[dataset.IMAGES][...]
+        stored = handle[setfile.IMAGES][...]
     batches = LabBatches(small_set, "val", batch_size=3)
     l, ab, rows = (torch.cat(parts) for parts in zip(*collect(batches)))
     assert rows.tolist() == list(range(0, 40, 5))  # file order, every image, no drop_last
@@ -64,7 +65,7 @@ def test_validation_split_is_unshuffled_and_unaugmented(small_set):
 
 def test_augmentation_only_changes_train_images(small_set):
     with h5py.File(small_set) as handle:
-        stored = handle[dataset.IMAGES][...]
+        stored = handle[setfile.IMAGES][...]
     plain = LabBatches(small_set, "train", batch_size=32, augment=False)
     jittered = LabBatches(small_set, "train", batch_size=32)
     (l0, _, rows0), = collect(plain)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from portraitcolor import evaluate as core
 from portraitcolor import runs
-from portraitcolor.dataset import iter_split
+from portraitcolor.setfile import iter_split
 from portraitcolor.lab import decode_lab8
 from tests.conftest import portrait_array, run_cli, write_portrait, write_set
 

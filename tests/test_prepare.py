@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portraitcolor import dataset, prepare as prep
+from portraitcolor import prepare as prep, setfile
 from portraitcolor.lab import decode_lab8, rgb_to_lab
 from portraitcolor.prepare import Dropped, Kept, PrepareError, PrepareOptions, collect_sources, prepare, process_image
 from tests.conftest import portrait_array, run_cli, write_portrait
@@ -58,8 +58,8 @@ def run(sources, output, *, workers=1, **changes):
 
 def read_set(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     with h5py.File(path, "r") as handle:
-        names = [n.decode() if isinstance(n, bytes) else n for n in handle[dataset.SOURCES][...]]
-        return names, handle[dataset.IMAGES][...], handle[dataset.SPLITS][...]
+        names = [n.decode() if isinstance(n, bytes) else n for n in handle[setfile.SOURCES][...]]
+        return names, handle[setfile.IMAGES][...], handle[setfile.SPLITS][...]
 
 
 # ---- each filter, image by image -----------------------------------------------------
@@ -231,15 +231,15 @@ def test_set_reads_back_through_dataset_with_lab_values(tmp_path):
         save(tmp_path / "in" / name, array)
     out = tmp_path / "set.h5"
     run([tmp_path / "in"], out, crop="none", val=0.3, test=0.3, min_size=0)
-    info = dataset.inspect_set(out)
+    info = setfile.inspect_set(out)
     assert info.count == 5 and info.size == SIZE
-    assert info.attributes["format"] == dataset.FORMAT and info.attributes["color_space"] == dataset.COLOR_SPACE
+    assert info.attributes["format"] == setfile.FORMAT and info.attributes["color_space"] == setfile.COLOR_SPACE
     assert info.attributes["filter_report"]["kept"] == 5 and info.attributes["options"]["crop"] == "none"
     seen = {}
-    for split in dataset.SPLIT_NAMES:
-        for names, lab8 in dataset.iter_split(out, split):
+    for split in setfile.SPLIT_NAMES:
+        for names, lab8 in setfile.iter_split(out, split):
             for name, image in zip(names, lab8):
-                assert dataset.split_for(name, val=0.3, test=0.3) == split
+                assert setfile.split_for(name, val=0.3, test=0.3) == split
                 seen[name] = image
     assert sorted(seen) == sorted(images)
     for name, array in images.items():
@@ -251,14 +251,14 @@ def test_layout_follows_dataset_constants(tmp_path, portrait_dir):
     out = tmp_path / "set.h5"
     run([portrait_dir], out)
     with h5py.File(out, "r") as handle:
-        images = handle[dataset.IMAGES]
-        assert images.dtype == np.uint8 and images.chunks == (dataset.CHUNK_IMAGES, SIZE, SIZE, 3)
-        assert images.compression == dataset.COMPRESSION and images.maxshape[0] is None
-        assert h5py.check_string_dtype(handle[dataset.SOURCES].dtype).encoding == "utf-8"
-        assert handle[dataset.SPLITS].dtype == np.uint8
+        images = handle[setfile.IMAGES]
+        assert images.dtype == np.uint8 and images.chunks == (setfile.CHUNK_IMAGES, SIZE, SIZE, 3)
+        assert images.compression == setfile.COMPRESSION and images.maxshape[0] is None
+        assert h5py.check_string_dtype(handle[setfile.SOURCES].dtype).encoding == "utf-8"
+        assert handle[setfile.SPLITS].dtype == np.uint8
         assert json.loads(handle.attrs["options"])["size"] == SIZE
         assert json.loads(handle.attrs["filter_report"])["kept"] == 12
-        assert handle.attrs["tool_version"] and handle.attrs["format_version"] == dataset.FORMAT_VERSION
+        assert handle.attrs["tool_version"] and handle.attrs["format_version"] == setfile.FORMAT_VERSION
 
 
 def test_sources_are_relative_utf8_paths(tmp_path):
@@ -275,7 +275,7 @@ def test_splits_are_stable_under_rerun_and_follow_the_hash(tmp_path, portrait_di
     names, images, splits = read_set(first)
     names2, images2, splits2 = read_set(second)
     assert names == names2 and np.array_equal(splits, splits2) and np.array_equal(images, images2)
-    assert [dataset.SPLIT_NAMES[code] for code in splits] == [dataset.split_for(n, val=0.25, test=0.25) for n in names]
+    assert [setfile.SPLIT_NAMES[code] for code in splits] == [setfile.split_for(n, val=0.25, test=0.25) for n in names]
 
 
 def test_append_adds_only_new_sources_and_keeps_splits(tmp_path):
@@ -293,11 +293,11 @@ def test_append_adds_only_new_sources_and_keeps_splits(tmp_path):
     assert len(names) == len(set(names)) == 10
     after = dict(zip(names, splits))
     assert all(after[name] == code for name, code in before.items())  # nothing moved
-    info = dataset.inspect_set(out)
+    info = setfile.inspect_set(out)
     assert info.attributes["filter_report"]["kept"] == 10 and info.attributes["options"]["val"] == 0.3
     # appending again finds nothing new and keeps the set as it is
     again = prepare(collect_sources([folder]), out, options=PrepareOptions(), workers=1, append=True).report
-    assert again["kept"] == 0 and dataset.inspect_set(out).count == 10
+    assert again["kept"] == 0 and setfile.inspect_set(out).count == 10
 
 
 def test_append_refuses_a_different_size_or_split(tmp_path, portrait_dir):
@@ -314,7 +314,7 @@ def test_existing_output_needs_append_or_overwrite(tmp_path, portrait_dir):
     with pytest.raises(PrepareError, match="exists"):
         run([portrait_dir], out)
     prepare(collect_sources([portrait_dir]), out, options=options(limit=3), workers=1, overwrite=True)
-    assert dataset.inspect_set(out).count == 3
+    assert setfile.inspect_set(out).count == 3
 
 
 def test_limit_and_workers_give_the_same_first_images(tmp_path, portrait_dir):
@@ -333,8 +333,8 @@ def test_chunk_blocks_cover_many_chunks(tmp_path):
         save(folder / f"{i:03d}.png", image)
     out = tmp_path / "set.h5"
     run([folder], out, min_size=0)
-    assert dataset.inspect_set(out).count == 70
-    assert sum(len(names) for names, _ in dataset.iter_split(out, None)) == 70
+    assert setfile.inspect_set(out).count == 70
+    assert sum(len(names) for names, _ in setfile.iter_split(out, None)) == 70
 
 
 # ---- atomic writes -----------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_failure_mid_write_leaves_no_output(tmp_path, portrait_dir, monkeypatch)
         return real(path, name, job)
 
     monkeypatch.setattr(prep, "process_source", failing)
-    monkeypatch.setattr(dataset, "CHUNK_IMAGES", 2)  # blocks really reach the file before the failure
+    monkeypatch.setattr(setfile, "CHUNK_IMAGES", 2)  # blocks really reach the file before the failure
     out = tmp_path / "set.h5"
     with pytest.raises(RuntimeError):
         run([portrait_dir], out)
@@ -376,7 +376,7 @@ def test_interrupt_during_append_keeps_the_finished_set(tmp_path, portrait_dir):
     assert out.read_bytes() == before and leftovers(tmp_path) == []
     # and a later --append continues from the finished set
     prepare(collect_sources([portrait_dir]), out, options=PrepareOptions(), workers=1, append=True)
-    assert dataset.inspect_set(out).count == 12
+    assert setfile.inspect_set(out).count == 12
 
 
 def test_nothing_kept_is_an_error_and_writes_nothing(tmp_path, bad_images):
@@ -495,7 +495,7 @@ def test_cli_prepares_a_mixed_folder(tmp_path, portrait_dir, bad_images):
     assert report["kept"] == 12 and report["seen"] == 23
     assert report["dropped"] == {"unreadable": 3, "too-small": 2, "blank": 1, "placeholder": 1, "grayscale": 4}
     assert {item["source"] for item in report["dropped_files"]["unreadable"]} == {"bad/notes.jpg", "bad/truncated.jpg", "bad/empty.png"}
-    assert dataset.inspect_set(out).count == 12
+    assert setfile.inspect_set(out).count == 12
 
 
 def test_cli_files_from_stdin_nul_separated(tmp_path, portrait_dir):
@@ -503,7 +503,7 @@ def test_cli_files_from_stdin_nul_separated(tmp_path, portrait_dir):
     out = tmp_path / "set.h5"
     result = run_cli("prepare", "--files-from", "-", "-o", str(out), "--size", "32", "--workers", "1", input="\0".join(files).encode())
     assert result.returncode == 0, result.stderr.decode()
-    assert dataset.inspect_set(out).count == len(files)
+    assert setfile.inspect_set(out).count == len(files)
 
 
 def test_cli_append_and_exit_codes(tmp_path, portrait_dir, bad_images):
@@ -512,7 +512,7 @@ def test_cli_append_and_exit_codes(tmp_path, portrait_dir, bad_images):
     assert run_cli(*args, "--limit", "3").returncode == 0
     exists = run_cli(*args)
     assert exists.returncode == 2 and b"--append" in exists.stderr
-    assert run_cli(*args, "--append").returncode == 0 and dataset.inspect_set(out).count == 12
+    assert run_cli(*args, "--append").returncode == 0 and setfile.inspect_set(out).count == 12
     assert run_cli("prepare", "-o", str(tmp_path / "x.h5")).returncode == 2  # no sources
     assert run_cli(*args, "--append", "--overwrite").returncode == 2
     nothing = run_cli("prepare", str(bad_images["gray"].parent), "-o", str(tmp_path / "bad.h5"), "--size", "32")

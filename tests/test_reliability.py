@@ -156,7 +156,7 @@ def _corpus(tmp_path):
 
 @pytest.mark.parametrize("given_as", ["folder", "list"])
 def test_prepare_bad_input_corpus(tmp_path, given_as):
-    from portraitcolor.dataset import inspect_set, iter_split
+    from portraitcolor.setfile import inspect_set, iter_split
     from portraitcolor.inputs import utf8_name
 
     cases = _corpus(tmp_path)
@@ -299,11 +299,11 @@ def _set_content(path):
     """source -> (split code, image bytes): what a set holds, whatever its order."""
     import h5py
 
-    from portraitcolor import dataset
+    from portraitcolor import setfile
 
     with h5py.File(path, "r") as handle:
-        names = [n.decode() if isinstance(n, bytes) else n for n in handle[dataset.SOURCES][...]]
-        return {name: (int(code), image.tobytes()) for name, code, image in zip(names, handle[dataset.SPLITS][...], handle[dataset.IMAGES][...])}
+        names = [n.decode() if isinstance(n, bytes) else n for n in handle[setfile.SOURCES][...]]
+        return {name: (int(code), image.tobytes()) for name, code, image in zip(names, handle[setfile.SPLITS][...], handle[setfile.IMAGES][...])}
 
 
 def _prepare_in_process(sources, output, *, append=False, size=32):
@@ -317,7 +317,7 @@ def _prepare_in_process(sources, output, *, append=False, size=32):
 def test_prepare_interrupted_then_append_completes(tmp_path, signum):
     """Three runs per signal at seeded random moments; each leaves the old set or a complete
     one and no temporaries, and --append then gives what one uninterrupted run gives."""
-    from portraitcolor.dataset import inspect_set
+    from portraitcolor.setfile import inspect_set
 
     photos = tmp_path / "photos"
     for i in range(16):
@@ -487,7 +487,7 @@ def _cli(*args):
 def test_untrusted_set_files_are_refused(tmp_path, tiny_model_file):
     import h5py
 
-    from portraitcolor.dataset import DatasetError, inspect_set, iter_split
+    from portraitcolor.setfile import DatasetError, inspect_set, iter_split
 
     cases = _bad_set_cases()
     for kind, change in cases.items():
@@ -685,7 +685,7 @@ _SET_SEED = _seed_set()
 
 
 def _check_set_reader(path):
-    from portraitcolor.dataset import DatasetError, inspect_set, iter_split
+    from portraitcolor.setfile import DatasetError, inspect_set, iter_split
 
     def read_all():
         info = inspect_set(path)
@@ -732,12 +732,12 @@ def _set_layouts(draw):
     """Random objects under the set's names, and random attributes, written with h5py."""
     import numpy as np
 
-    from portraitcolor import dataset
+    from portraitcolor import setfile
 
     count = draw(st.integers(0, 5))
     size = draw(st.sampled_from([1, 4, 8]))
     objects = {}
-    for name, shape in ((dataset.IMAGES, (count, size, size, 3)), (dataset.SOURCES, (count,)), (dataset.SPLITS, (count,))):
+    for name, shape in ((setfile.IMAGES, (count, size, size, 3)), (setfile.SOURCES, (count,)), (setfile.SPLITS, (count,))):
         kind = draw(st.sampled_from(["right", "right", "dtype", "shape", "group", "absent"]))
         dtype = {"images": "uint8", "sources": "str", "splits": "uint8"}[name] if kind != "dtype" else draw(st.sampled_from(_DTYPES))
         if kind == "shape":
@@ -745,10 +745,10 @@ def _set_layouts(draw):
         objects[name] = kind if kind in ("group", "absent") else (dtype, shape)
     attributes = {}
     text = st.text(st.characters(blacklist_characters="\x00"), max_size=8)  # HDF5 strings end at NUL
-    values = st.one_of(st.integers(-5, 300), text, st.just(dataset.FORMAT), st.just(dataset.FORMAT_VERSION),
+    values = st.one_of(st.integers(-5, 300), text, st.just(setfile.FORMAT), st.just(setfile.FORMAT_VERSION),
                        st.just(size), st.lists(st.integers(0, 9), min_size=1, max_size=3).map(np.array), st.floats(allow_nan=True))
     for key in ("format", "format_version", "size", "options", "filter_report"):
-        right = {"format": dataset.FORMAT, "format_version": dataset.FORMAT_VERSION, "size": size, "options": "{}", "filter_report": "{}"}[key]
+        right = {"format": setfile.FORMAT, "format_version": setfile.FORMAT_VERSION, "size": size, "options": "{}", "filter_report": "{}"}[key]
         choice = draw(st.sampled_from(["right", "right", "random", "absent"]))
         if choice == "right":
             attributes[key] = right

@@ -7,7 +7,7 @@ import numpy as np
 
 from portraitcolor import evaluate as core
 from portraitcolor import runs
-from portraitcolor.dataset import train_mean_ab
+from portraitcolor.setfile import train_mean_ab
 from tests.conftest import portrait_array, run_cli, write_portrait, write_set
 
 SPLITS = ["train"] * 8 + ["val"] * 4 + ["test"] * 4

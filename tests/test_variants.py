@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portraitcolor import dataset, variants
-from portraitcolor.dataset import LabBatches, split_for
+from portraitcolor import setfile, variants
+from portraitcolor.dataset import LabBatches
+from portraitcolor.setfile import split_for
 from portraitcolor.prepare import PrepareOptions, collect_sources, prepare
 from tests.conftest import portrait_array, run_cli, write_portrait
 
@@ -66,8 +67,8 @@ def run(sources, output, *, workers=1, append=False, **changes):
 
 def read(path):
     with h5py.File(path, "r") as handle:
-        names = [n.decode() for n in handle[dataset.SOURCES][...]]
-        return dict(zip(names, handle[dataset.IMAGES][...])), dict(zip(names, handle[dataset.SPLITS][...]))
+        names = [n.decode() for n in handle[setfile.SOURCES][...]]
+        return dict(zip(names, handle[setfile.IMAGES][...])), dict(zip(names, handle[setfile.SPLITS][...]))
 
 
 def test_composite_is_the_foreground_exactly_where_alpha_is_one():
@@ -111,9 +112,9 @@ def test_a_photo_and_all_its_variants_share_one_split(tmp_path, cutouts, backgro
     for name, code in splits.items():
         photo = name.split("#")[0]
         groups[photo].add(int(code))
-        assert dataset.SPLIT_NAMES[code] == split_for(photo, val=0.3, test=0.3)
+        assert setfile.SPLIT_NAMES[code] == split_for(photo, val=0.3, test=0.3)
     assert len(groups) == 22 and all(len(codes) == 1 for codes in groups.values())
-    assert {dataset.SPLIT_NAMES[next(iter(c))] for c in groups.values()} == {"train", "val", "test"}
+    assert {setfile.SPLIT_NAMES[next(iter(c))] for c in groups.values()} == {"train", "val", "test"}
     assert sum(name.startswith("wide") for name in splits) == 30
 
 
@@ -167,7 +168,7 @@ def test_repeats_draw_a_source_that_many_times_per_epoch(tmp_path):
     batches = LabBatches(out, "train", batch_size=4, drop_last=False)
     assert len(batches) == (8 + 3 * 3 + 3) // 4
     with h5py.File(out, "r") as handle:
-        names = [n.decode() for n in handle[dataset.SOURCES][...]]
+        names = [n.decode() for n in handle[setfile.SOURCES][...]]
     drawn = collections.Counter(names[int(row)] for _, _, rows in batches for row in rows)
     assert drawn == {**{f"m{i}.png": 1 for i in range(8)}, **{f"f{i}.png": 3 for i in range(3)}}
     assert len(LabBatches(out, "val", batch_size=4)) == 0  # validation never repeats (and here is empty)
@@ -184,7 +185,7 @@ def test_cli_backgrounds_crops_and_repeat(tmp_path, cutouts, backgrounds):
     assert document["kept"] == 12 * 2 * 2 and document["options"]["repeat"] == 2
     assert [entry["source"].endswith("broken.jpg") for entry in document["unreadable_backgrounds"]] == [True]
     with h5py.File(out, "r") as handle:
-        assert set(handle[dataset.REPEATS][...].tolist()) == {2}
+        assert set(handle[setfile.REPEATS][...].tolist()) == {2}
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = run_cli("prepare", str(cutouts), "-o", str(tmp_path / "no.h5"), "--backgrounds", str(empty))
