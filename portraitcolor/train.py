@@ -144,29 +144,102 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     command line); None: those that differ from TrainConfig's defaults. With --resume they
     must agree with the run's recipe.
     """
-    import torch
+    from . import schedule
 
-    from . import dataset, device as devices, losses, schedule, setfile
-    from .model import PatchDiscriminator, UNet, UNetConfig
-
-    config = TrainConfig(**asdict(config))  # filled in below (epochs, set path); the caller's stays as given
-    emit = on_event or (lambda event: None)
     stop = stop or threading.Event()
     rank, world_size, local_rank = _start_distributed(config.device)
     master = rank == 0
-    if not master:
-        emit = lambda event: None  # noqa: E731 - one voice on the terminal
+    emit = (on_event or _ignore) if master else _ignore  # one voice on the terminal
+    run = _plan(config, given, master=master, world_size=world_size, local_rank=local_rank)
+    nets = _Networks.build(run)
+    state = _RunState.resumed(run, nets) if run.checkpoint else _RunState()
+    data = _Data.open(run, rank=rank, world_size=world_size)
+    run.run_dir = run.run_dir or (_new_run_dir(run.config) if master else Path(run.config.run_dir or "."))
+    if master:  # made only now: a run that fails to set up leaves no empty folder behind
+        _write_json(run.run_dir / runs.CONFIG, {**asdict(run.config), "resume": None, "phases": [p.to_dict() for p in run.phases], "world_size": world_size})
 
-    # -- checked before any work: the options, the outputs (store name, run folder), the set.
-    # A mistake found after hours of training costs those hours; found now, one line.
-    checkpoint = None
+    def save_checkpoint(finished: bool = False) -> None:
+        if master:
+            _save_checkpoint(run.run_dir, state.checkpoint(run, nets, finished=finished))
+
+    emit(RunStarted(run.run_dir, run.total, data.steps, str(run.device), run.precision, world_size, state.epoch if run.checkpoint else None))
+    previous_handlers = _catch_stop_signals(stop)
+    try:
+        while state.epoch < run.total:
+            phase_index = schedule.phase_at(state.epoch, run.phases, state.history(), run.config.switch_on_plateau)
+            phase = run.phases[phase_index]
+            data.train_batches.set_epoch(state.epoch, start_batch=state.step)
+            emit(EpochStarted(state.epoch, run.total, phase.name, data.steps, state.step))
+            nets.model.train()
+            started, timed_images = time.perf_counter(), 0
+            for l, ab, _rows in data.train_loader:
+                progress = (state.epoch * data.steps + state.step) / (run.total * data.steps)
+                value = _train_step(run, nets, phase, data.to_device(l), data.to_device(ab), progress=progress)
+                state.step += 1
+                where = f"epoch {state.epoch + 1}/{run.total}, step {state.step}/{data.steps}"
+                if not math.isfinite(value):  # the weights are ruined: nothing of them may be saved
+                    raise _diverged(value, where, run.run_dir, state.records)
+                state.train_loss_sum += value * data.per_rank_batch
+                state.train_images += data.per_rank_batch
+                timed_images += data.per_rank_batch * world_size
+                emit(StepDone(state.epoch, state.step, data.steps, value, timed_images / max(time.perf_counter() - started, 1e-9)))
+                if _stop_everywhere(stop, world_size):
+                    save_checkpoint()
+                    raise TrainingInterrupted(f"interrupted at {where}; checkpoint saved. Resume with: portraitcolor train --resume {run.run_dir}")
+            record = _end_epoch(run, nets, data, state, phase_index, seconds=time.perf_counter() - started, images=timed_images, master=master)
+            stopping = schedule.should_stop(state.history(), run.phases, run.config.patience, run.config.switch_on_plateau)
+            save_checkpoint(finished=stopping or state.epoch == run.total)
+            emit(EpochDone(record))
+            if stopping:
+                break
+        _wait_for_every_rank(world_size)  # none leaves while another still uses the group
+    finally:
+        _restore_signals(previous_handlers)
+        # The DDP wrappers hold the process group: dropped first, the group and its gloo threads
+        # end in destroy_process_group, not in the interpreter's shutdown (a SIGABRT there).
+        nets.unwrap()
+        gc.collect()
+        _stop_distributed(world_size)
+    best = _best_record(state.records)
+    name = _store_best(run, state.records, best) if master and best is not None else None
+    return TrainResult(run_dir=run.run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=state.records)
+
+
+def _ignore(event) -> None:
+    pass
+
+
+@dataclass
+class _Run:
+    """What a run is, settled before any work: its recipe and options, where it writes, the
+    device, and the checkpoint it resumes from (None for a new run)."""
+
+    config: TrainConfig
+    phases: list
+    total: int
+    device: object
+    precision: str
+    set_size: int
+    world_size: int
+    checkpoint: dict | None = None
+    run_dir: Path | None = None
+
+
+def _plan(config: TrainConfig, given, *, master: bool, world_size: int, local_rank: int) -> _Run:
+    """Every check before any work: the options, the outputs (store name, run folder), the set.
+    A mistake found after hours of training costs those hours; found now, one line."""
+    import torch
+
+    from . import dataset, device as devices, schedule, setfile
+
+    config = TrainConfig(**asdict(config))  # filled in below (epochs, set path); the caller's stays as given
+    checkpoint = run_dir = None
     if config.resume:
         run_dir = _find_run(config.resume)
         checkpoint = _load_checkpoint(run_dir)
         config = _resumed_config(checkpoint["config"], config, _given_fields(config, given), run_dir)
     phases = schedule.parse_schedule(config.loss, config.epochs)
-    total = schedule.total_epochs(phases)
-    config.epochs = total  # saved as a number, so that a resume can compare --epochs with it
+    config.epochs = schedule.total_epochs(phases)  # saved as a number, so that a resume can compare --epochs with it
     _check_options(config)
     device = _checked_device(config.device)
     if master:
@@ -186,198 +259,238 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    precision = devices.training_precision(device)
-    adversarial = any(phase.adversarial for phase in phases)
+    return _Run(config, phases, config.epochs, device, devices.training_precision(device), info.size, world_size, checkpoint, run_dir)
 
-    # -- the networks and their optimizers (same seed on every rank: same initial weights)
-    torch.manual_seed(config.seed)
-    model = UNet(UNetConfig(width=config.width, size=info.size, hints=config.hints))
-    if config.init and not checkpoint:  # a resumed run has its own weights in the checkpoint
-        _load_initial_weights(model, config.init)
-    discriminator = PatchDiscriminator(width=config.width) if adversarial else None
-    if world_size > 1:
-        model = _sync_batch_norm(model, device)
-        discriminator = _sync_batch_norm(discriminator, device) if discriminator else None
-    model = devices.prepare_model(model, device)
-    discriminator = devices.prepare_model(discriminator, device) if discriminator else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    # pix2pix's betas for the adversarial game
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999)) if discriminator else None
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-    epoch, first_step, records = 0, 0, []
-    train_loss_sum, train_images = 0.0, 0
-    if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        if discriminator:
-            discriminator.load_state_dict(checkpoint["discriminator"])
-            d_optimizer.load_state_dict(checkpoint["discriminator_optimizer"])
-        epoch, first_step, records = checkpoint["epoch"], checkpoint["step"], list(checkpoint["records"])
-        train_loss_sum, train_images = checkpoint["train_loss_sum"], checkpoint["train_images"]
+@dataclass
+class _Networks:
+    """The generator (and for adversarial phases the discriminator), their optimizers and the
+    loss scaler; `model` and `discriminator` are what steps call (DDP-wrapped, compiled), the
+    raw ones what is saved."""
+
+    model: object
+    raw_model: object
+    optimizer: object
+    scaler: object
+    discriminator: object = None
+    raw_discriminator: object = None
+    d_optimizer: object = None
+
+    @classmethod
+    def build(cls, run: _Run) -> "_Networks":
+        """Same seed on every rank: the same initial weights everywhere."""
+        import torch
+
+        from . import device as devices
+        from .model import PatchDiscriminator, UNet, UNetConfig
+
+        config, device = run.config, run.device
+        torch.manual_seed(config.seed)
+        model = UNet(UNetConfig(width=config.width, size=run.set_size, hints=config.hints))
+        if config.init and not run.checkpoint:  # a resumed run has its own weights in the checkpoint
+            _load_initial_weights(model, config.init)
+        adversarial = any(phase.adversarial for phase in run.phases)
+        discriminator = PatchDiscriminator(width=config.width) if adversarial else None
+        if run.world_size > 1:
+            model = _sync_batch_norm(model, device)
+            discriminator = _sync_batch_norm(discriminator, device) if discriminator else None
+        model = devices.prepare_model(model, device)
+        discriminator = devices.prepare_model(discriminator, device) if discriminator else None
+        nets = cls(
+            model=model, raw_model=model, optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+            scaler=torch.amp.GradScaler(device.type, enabled=run.precision == "fp16"),
+            discriminator=discriminator, raw_discriminator=discriminator,
+            # pix2pix's betas for the adversarial game
+            d_optimizer=torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999)) if discriminator else None,
+        )
+        if run.checkpoint:
+            nets.load(run.checkpoint)
+        nets._wrap(run)
+        return nets
+
+    def _wrap(self, run: _Run) -> None:
+        import torch
+
+        if run.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [run.device.index] if run.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.raw_model, device_ids=ids)
+            self.discriminator = DistributedDataParallel(self.raw_discriminator, device_ids=ids) if self.raw_discriminator else None
+        if run.config.compile:
+            self.model = torch.compile(self.model)
+
+    def unwrap(self) -> None:
+        self.model, self.discriminator = self.raw_model, self.raw_discriminator
+
+    def state(self) -> dict:
+        return {
+            "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "discriminator": self.raw_discriminator.state_dict() if self.raw_discriminator else {},
+            "discriminator_optimizer": self.d_optimizer.state_dict() if self.d_optimizer else {},
+        }
+
+    def load(self, checkpoint: dict) -> None:
+        self.raw_model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.raw_discriminator:
+            self.raw_discriminator.load_state_dict(checkpoint["discriminator"])
+            self.d_optimizer.load_state_dict(checkpoint["discriminator_optimizer"])
+
+
+@dataclass
+class _RunState:
+    """Where a run stands: what a checkpoint holds beside the networks."""
+
+    epoch: int = 0
+    step: int = 0  # steps done in the current epoch
+    records: list = field(default_factory=list)
+    train_loss_sum: float = 0.0
+    train_images: int = 0
+
+    @classmethod
+    def resumed(cls, run: _Run, nets: _Networks) -> "_RunState":
+        checkpoint = run.checkpoint
         _set_rng_state(checkpoint["rng"])
         if checkpoint["finished"]:
-            total = epoch  # the run had stopped early: nothing left to train
+            run.total = checkpoint["epoch"]  # the run had stopped early: nothing left to train
+        return cls(checkpoint["epoch"], checkpoint["step"], list(checkpoint["records"]), checkpoint["train_loss_sum"], checkpoint["train_images"])
 
-    raw_model, raw_discriminator = model, discriminator
-    if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    def history(self) -> list:
+        from . import schedule
 
-        ids = [device.index] if device.type == "cuda" else None
-        model = DistributedDataParallel(model, device_ids=ids)
-        discriminator = DistributedDataParallel(discriminator, device_ids=ids) if discriminator else None
-    if config.compile:
-        model = torch.compile(model)
+        return [schedule.EpochRecord(r["val_loss"], r["phase"]) for r in self.records]
 
-    # -- data: each rank reads its share of every global batch
-    train_batches = dataset.LabBatches(
-        config.data, "train", batch_size=config.batch_size, seed=config.seed,
-        rank=rank, world_size=world_size, in_memory=config.in_memory,
+    def checkpoint(self, run: _Run, nets: _Networks, *, finished: bool) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "config": {**asdict(run.config), "resume": None},
+            "epoch": self.epoch, "step": self.step, "finished": finished,
+            "train_loss_sum": self.train_loss_sum, "train_images": self.train_images, "records": self.records,
+            **nets.state(), "rng": _rng_state(),
+        }
+
+
+@dataclass
+class _Data:
+    """Each rank's share of every global batch, the validation split, and the sample images."""
+
+    train_batches: object
+    train_loader: object
+    val_loader: object
+    samples: object
+    steps: int
+    per_rank_batch: int
+    device: object
+
+    @classmethod
+    def open(cls, run: _Run, *, rank: int, world_size: int) -> "_Data":
+        from . import dataset
+
+        config, device = run.config, run.device
+        train_batches = dataset.LabBatches(
+            config.data, "train", batch_size=config.batch_size, seed=config.seed,
+            rank=rank, world_size=world_size, in_memory=config.in_memory,
+        )
+        val_batches = dataset.LabBatches(config.data, "val", batch_size=max(1, config.batch_size // world_size))
+        workers = config.workers if config.workers is not None else _default_workers(device, world_size)
+        return cls(
+            train_batches=train_batches,
+            train_loader=dataset.loader(train_batches, workers=workers, pin_memory=device.type == "cuda"),
+            val_loader=dataset.loader(val_batches, workers=min(workers, 2), pin_memory=device.type == "cuda"),
+            samples=_sample_images(val_batches), steps=len(train_batches),
+            per_rank_batch=config.batch_size // world_size, device=device,
+        )
+
+    def to_device(self, tensor):
+        import torch
+
+        tensor = tensor.to(self.device, non_blocking=True)
+        return tensor.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else tensor
+
+
+def _train_step(run: _Run, nets: _Networks, phase, l, ab, *, progress: float) -> float:
+    """One optimizer step (and one of the discriminator in adversarial phases) on a batch of
+    (b, 1, S, S) L and (b, 2, S, S) true ab; returns the generator's loss."""
+    import torch
+
+    from . import device as devices, losses, schedule
+
+    config = run.config
+    lr = schedule.learning_rate(config.lr, config.lr_decay, progress=progress)
+    for group in (*nets.optimizer.param_groups, *(nets.d_optimizer.param_groups if nets.d_optimizer else ())):
+        group["lr"] = lr
+    if nets.discriminator:
+        nets.raw_discriminator.requires_grad_(phase.adversarial)
+    with devices.autocast_as(run.device, run.precision):
+        prediction = nets.model(_with_sampled_hints(l, ab) if config.hints else l)  # (b, 2, S, S) ab in 0..1
+        loss = losses.reconstruction_loss(phase.terms, prediction, ab)
+        if phase.adversarial:
+            # Real and generated pairs in one pass: one forward per backward under DDP.
+            logits = nets.discriminator(torch.cat([l, l]), torch.cat([ab, prediction.detach()]))
+            real_logits, fake_logits = logits.chunk(2)
+            d_loss = losses.discriminator_loss(real_logits, fake_logits)
+    if phase.adversarial:
+        nets.d_optimizer.zero_grad(set_to_none=True)
+        nets.scaler.scale(d_loss).backward()
+        nets.scaler.step(nets.d_optimizer)
+        nets.raw_discriminator.requires_grad_(False)  # the generator's turn: D is a fixed critic
+        with devices.autocast_as(run.device, run.precision):
+            adversarial_term = losses.generator_adversarial_loss(nets.raw_discriminator(l, prediction))
+            loss = loss + dict(phase.terms)["gan"] * adversarial_term
+    nets.optimizer.zero_grad(set_to_none=True)
+    nets.scaler.scale(loss).backward()
+    nets.scaler.step(nets.optimizer)
+    nets.scaler.update()
+    return float(loss.detach())
+
+
+def _end_epoch(run: _Run, nets: _Networks, data: _Data, state: _RunState, phase_index: int, *, seconds: float, images: int, master: bool) -> dict:
+    """Validate on the whole val split (every rank: same weights, same numbers), record the
+    epoch, and on rank 0 write the best weights, the metrics, the loss curves and samples."""
+    from . import schedule
+
+    phase = run.phases[phase_index]
+    metrics = _validate(nets.raw_model, data.val_loader, run.device, run.precision)
+    val_loss = sum(
+        weight * (1.0 - metrics["val_ssim"] if name == "ssim" else metrics[f"val_{name}"])
+        for name, weight in phase.validation_terms
     )
-    val_batches = dataset.LabBatches(config.data, "val", batch_size=max(1, config.batch_size // world_size))
-    workers = config.workers if config.workers is not None else _default_workers(device, world_size)
-    train_loader = dataset.loader(train_batches, workers=workers, pin_memory=device.type == "cuda")
-    val_loader = dataset.loader(val_batches, workers=min(workers, 2), pin_memory=device.type == "cuda")
-    samples = _sample_images(val_batches)
-    steps = len(train_batches)
-    per_rank_batch = config.batch_size // world_size
-
-    def to_device(tensor):
-        tensor = tensor.to(device, non_blocking=True)
-        return tensor.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else tensor
-
-    if not checkpoint:  # made only now: a run that fails to set up leaves no empty folder behind
-        run_dir = _new_run_dir(config) if master else Path(config.run_dir or ".")
+    if not math.isfinite(val_loss):
+        raise _diverged(val_loss, f"epoch {state.epoch + 1}/{run.total}, validation", run.run_dir, state.records)
+    record = {
+        "epoch": state.epoch + 1, "phase": phase_index, "phase_name": phase.name,
+        "train_loss": _all_ranks_mean(state.train_loss_sum, state.train_images, run.world_size, run.device),
+        "val_loss": val_loss, **metrics, "images_per_s": images / max(seconds, 1e-9), "seconds": seconds,
+    }
+    state.records.append(record)
+    state.epoch, state.step, state.train_loss_sum, state.train_images = state.epoch + 1, 0, 0.0, 0
     if master:
-        _write_json(run_dir / runs.CONFIG, {**asdict(config), "resume": None, "phases": [p.to_dict() for p in phases], "world_size": world_size})
+        if schedule.best_epoch(state.history()) == state.epoch - 1:
+            from .weights import save_weights
 
-    def save_checkpoint(finished: bool = False) -> None:
-        if master:
-            _save_checkpoint(run_dir, {
-                "format": CHECKPOINT_FORMAT,
-                "config": {**asdict(config), "resume": None},
-                "epoch": epoch, "step": first_step, "finished": finished,
-                "train_loss_sum": train_loss_sum, "train_images": train_images,
-                "records": records,
-                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "discriminator": raw_discriminator.state_dict() if raw_discriminator else {},
-                "discriminator_optimizer": d_optimizer.state_dict() if d_optimizer else {},
-                "rng": _rng_state(),
-            })
+            save_weights(nets.raw_model, run.run_dir / runs.BEST_WEIGHTS, training={"epoch": state.epoch, "phase": phase.name})
+        _write_jsonl(run.run_dir / runs.METRICS, state.records)
+        _plot_loss_curves(run.run_dir / runs.LOSS_CURVE, state.records, run.phases)
+        _write_sample_grid(runs.sample_path(run.run_dir, state.epoch), nets.raw_model, data.samples, run.device, run.precision)
+    return record
 
-    emit(RunStarted(run_dir, total, steps, str(device), precision, world_size, epoch if checkpoint else None))
-    previous_handlers = _catch_stop_signals(stop)
-    try:
-        while epoch < total:
-            history = [schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records]
-            phase_index = schedule.phase_at(epoch, phases, history, config.switch_on_plateau)
-            phase = phases[phase_index]
-            train_batches.set_epoch(epoch, start_batch=first_step)
-            emit(EpochStarted(epoch, total, phase.name, steps, first_step))
-            model.train()
-            started, timed_images = time.perf_counter(), 0
-            step = first_step
-            for l, ab, _rows in train_loader:
-                l, ab = to_device(l), to_device(ab)  # (b, 1, S, S), (b, 2, S, S) with b = batch / ranks
-                lr = schedule.learning_rate(config.lr, config.lr_decay, progress=(epoch * steps + step) / (total * steps))
-                for group in (*optimizer.param_groups, *(d_optimizer.param_groups if d_optimizer else ())):
-                    group["lr"] = lr
-                if discriminator:
-                    raw_discriminator.requires_grad_(phase.adversarial)
-                with devices.autocast_as(device, precision):
-                    prediction = model(_with_sampled_hints(l, ab) if config.hints else l)  # (b, 2, S, S) ab in 0..1
-                    loss = losses.reconstruction_loss(phase.terms, prediction, ab)
-                    if phase.adversarial:
-                        # Real and generated pairs in one pass: one forward per backward under DDP.
-                        logits = discriminator(torch.cat([l, l]), torch.cat([ab, prediction.detach()]))
-                        real_logits, fake_logits = logits.chunk(2)
-                        d_loss = losses.discriminator_loss(real_logits, fake_logits)
-                if phase.adversarial:
-                    d_optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(d_loss).backward()
-                    scaler.step(d_optimizer)
-                    raw_discriminator.requires_grad_(False)  # the generator's turn: D is a fixed critic
-                    with devices.autocast_as(device, precision):
-                        adversarial_term = losses.generator_adversarial_loss(raw_discriminator(l, prediction))
-                        loss = loss + dict(phase.terms)["gan"] * adversarial_term
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
 
-                step += 1
-                value = float(loss.detach())
-                if not math.isfinite(value):  # the weights are ruined: nothing of them may be saved
-                    raise _diverged(value, f"epoch {epoch + 1}/{total}, step {step}/{steps}", run_dir, records)
-                train_loss_sum += value * per_rank_batch
-                train_images += per_rank_batch
-                timed_images += per_rank_batch * world_size
-                rate = timed_images / max(time.perf_counter() - started, 1e-9)
-                emit(StepDone(epoch, step, steps, value, rate))
-                if _stop_everywhere(stop, world_size):
-                    first_step = step
-                    save_checkpoint()
-                    where = f"epoch {epoch + 1}/{total}, step {step}/{steps}"
-                    raise TrainingInterrupted(
-                        f"interrupted at {where}; checkpoint saved. Resume with: portraitcolor train --resume {run_dir}"
-                    )
-            seconds = time.perf_counter() - started
+def _store_best(run: _Run, records: list, best: int) -> str:
+    """The best epoch's weights go into the store, with the typed training summary."""
+    from . import setfile
 
-            # -- validation on the whole val split (every rank: same weights, same numbers)
-            metrics = _validate(raw_model, val_loader, device, precision)
-            val_loss = sum(
-                weight * (1.0 - metrics["val_ssim"] if name == "ssim" else metrics[f"val_{name}"])
-                for name, weight in phase.validation_terms
-            )
-            if not math.isfinite(val_loss):
-                raise _diverged(val_loss, f"epoch {epoch + 1}/{total}, validation", run_dir, records)
-            train_loss = _all_ranks_mean(train_loss_sum, train_images, world_size, device)
-            record = {
-                "epoch": epoch + 1, "phase": phase_index, "phase_name": phase.name,
-                "train_loss": train_loss, "val_loss": val_loss, **metrics,
-                "images_per_s": timed_images / max(seconds, 1e-9), "seconds": seconds,
-            }
-            records.append(record)
-            history.append(schedule.EpochRecord(val_loss, phase_index))
-            epoch, first_step, train_loss_sum, train_images = epoch + 1, 0, 0.0, 0
-            stopping = schedule.should_stop(history, phases, config.patience, config.switch_on_plateau)
-            if master:
-                if schedule.best_epoch(history) == epoch - 1:
-                    from .weights import save_weights
-
-                    save_weights(raw_model, run_dir / runs.BEST_WEIGHTS, training={"epoch": epoch, "phase": phase.name})
-                _write_jsonl(run_dir / runs.METRICS, records)
-                _plot_loss_curves(run_dir / runs.LOSS_CURVE, records, phases)
-                _write_sample_grid(runs.sample_path(run_dir, epoch), raw_model, samples, device, precision)
-            save_checkpoint(finished=stopping or epoch == total)
-            emit(EpochDone(record))
-            if stopping:
-                break
-        _wait_for_every_rank(world_size)  # none leaves while another still uses the group
-    finally:
-        _restore_signals(previous_handlers)
-        # The DDP wrappers hold the process group: dropped first, the group and its gloo threads
-        # end in destroy_process_group, not in the interpreter's shutdown (a SIGABRT there).
-        model = discriminator = None
-        gc.collect()
-        _stop_distributed(world_size)
-
-    # -- the best epoch's weights go into the store
-    best = _best_record(records)
-    name = None
-    if master and best is not None:
-        summary = runs.TrainingSummary(
-            data=str(Path(config.data).resolve()), data_sha256=(config.data_fingerprint or {}).get("sha256"),
-            loss=config.loss, schedule=[p.to_dict() for p in phases],
-            epochs=len(records), best_epoch=best + 1, validation=records[best],
-            batch_size=config.batch_size, lr=config.lr, lr_decay=config.lr_decay, seed=config.seed, world_size=world_size,
-            init=config.init, run_dir=str(run_dir),
-            # evaluate's mean-ab baseline for photos, which carry no train split of their own
-            mean_ab=setfile.train_mean_ab(config.data)[0],
-        ).to_dict()
-        name = _store_best(run_dir, config.name, summary, set_default=config.set_default, replace=config.replace)
-    return TrainResult(run_dir=run_dir, model_name=name, best_epoch=None if best is None else best + 1, records=records)
+    config = run.config
+    summary = runs.TrainingSummary(
+        data=str(Path(config.data).resolve()), data_sha256=(config.data_fingerprint or {}).get("sha256"),
+        loss=config.loss, schedule=[p.to_dict() for p in run.phases],
+        epochs=len(records), best_epoch=best + 1, validation=records[best],
+        batch_size=config.batch_size, lr=config.lr, lr_decay=config.lr_decay, seed=config.seed, world_size=run.world_size,
+        init=config.init, run_dir=str(run.run_dir),
+        # evaluate's mean-ab baseline for photos, which carry no train split of their own
+        mean_ab=setfile.train_mean_ab(config.data)[0],
+    ).to_dict()
+    return _store_weights(run.run_dir, config.name, summary, set_default=config.set_default, replace=config.replace)
 
 
 def _load_initial_weights(model, spec: str) -> None:
@@ -429,7 +542,7 @@ def _with_sampled_hints(l, ab):
     return torch.cat([l, channels], dim=1)
 
 
-def _store_best(run_dir: Path, name: str | None, summary: dict, *, set_default: bool, replace: bool) -> str:
+def _store_weights(run_dir: Path, name: str | None, summary: dict, *, set_default: bool, replace: bool) -> str:
     """Put the best epoch's weights into the store under `name` (None: a free name made from
     the run folder's); return the name. If that fails for any reason, the error says where the
     weights are and how to finish the job, so training is never lost."""
