@@ -360,7 +360,7 @@ def train_command(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
     width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
-    hints: bool = typer.Option(False, "--hints", help="Train a hint-aware model (colorize --hint): it learns from hints sampled from the true colours, and colours without hints too. With --init from a model without hints, it starts as that model."),
+    hints: bool = typer.Option(False, "--hints", help="Train a model that takes colour hints (colorize --hint): it learns from hints sampled from the true colours, and colours without hints too. With --init from a model without hints, it starts as that model."),
     init: Optional[str] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model's weights (a store name, builtin, or a .safetensors path) instead of random ones: fine-tuning. --width must match it."),
     device: str = DEVICE_OPTION,
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
@@ -570,7 +570,7 @@ def colorize(
     batch_size: int = typer.Option(8, "--batch-size", min=1, metavar="N", help="Images per network batch."),
     device: str = COLORIZE_DEVICE_OPTION,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, metavar="N", help="Refuse larger images (decompression-bomb guard)."),
-    hint: Optional[List[str]] = typer.Option(None, "--hint", metavar="X,Y=COLOUR", help="A colour you know at a point: X,Y in pixels (120,340) or fractions of width and height (0.52,0.8); COLOUR as #2a4b8d or a CSS name (navy). Repeat for more. Needs a hint-aware model (train --hints) and one input."),
+    hint: Optional[List[str]] = typer.Option(None, "--hint", metavar="X,Y=COLOUR", help="A colour you know at a point: X,Y in pixels (120,340) or fractions of width and height (0.52,0.8); COLOUR as #2a4b8d or a CSS name (navy). Repeat for more. Needs one input and a model that takes hints (the packaged one does; train --hints)."),
     hints_file: Optional[Path] = typer.Option(None, "--hints", metavar="FILE", help="Read hints from FILE: one X,Y=COLOUR per line (# comments), or JSON."),
     hint_mask: Optional[Path] = typer.Option(None, "--hint-mask", metavar="IMAGE", help="A colour scribble the size of the photo: its non-transparent pixels are hints (without alpha: all but pure white and black)."),
 ) -> None:
@@ -703,6 +703,7 @@ def main() -> None:
     # temporary files are removed and only complete outputs remain.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     _tolerate_closed_stdout()
+    _redeliver_interrupts_lost_in_finalizers()
     try:
         app(prog_name="portraitcolor")
     except KeyboardInterrupt:  # came after the command had handled its own: nothing is half-done
@@ -712,6 +713,28 @@ def main() -> None:
         # own shutdown (torch's exit handlers) would only print a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _redeliver_interrupts_lost_in_finalizers() -> None:
+    """A Ctrl-C or SIGTERM that lands while Python runs a finalizer (a weakref callback during
+    garbage collection) is raised there, where Python prints it as "Exception ignored" with a
+    traceback and drops it: the job would go on as if never interrupted. Deliver it again at
+    the next point where the job can take it, silently."""
+    import _thread
+    import threading
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # From another thread, a moment later: raised in the hook it would be dropped again.
+            timer = threading.Timer(0.05, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 class _ClosedPipeTolerantStdout(io.RawIOBase):

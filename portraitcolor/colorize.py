@@ -29,7 +29,7 @@ from PIL import Image
 from . import lab
 from .atomic import atomic_output, cut_utf8, file_identity
 from .errors import PortraitcolorError
-from .hints import HintError, Hints, parse_point
+from .hints import HintError, Hints, parse_point, predict_following
 from .inference import SIDE_MULTIPLE, Predictor, as_predictor, check_takes_hints, open_predictor
 from .inputs import image_files
 
@@ -113,7 +113,7 @@ def colorize_picture(model, picture: lab.Picture, *, render_size: int | None = N
         hints.check(picture.width, picture.height)
     l_full = lab.rgb_to_l(picture.rgb)
     shape = render_shape(*l_full.shape, render_size or predictor.render_size)
-    ab_small = predictor.predict(network_input(l_full, shape)[None], _hint_batch([(l_full.shape, shape)], hints))[0]
+    ab_small = predict_following(predictor, network_input(l_full, shape)[None], _hint_batch([(l_full.shape, shape)], hints))[0]
     return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), as_uint8=False)
 
 
@@ -471,7 +471,7 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
         if not batch:
             return
         inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
-        predictions = predictor.predict(inputs, _hint_batch([(decoded.l_full.shape, shape) for decoded, shape in batch], hints))
+        predictions = predict_following(predictor, inputs, _hint_batch([(decoded.l_full.shape, shape) for decoded, shape in batch], hints))
         for (decoded, shape), ab_small in zip(batch, predictions):
             finishing.append(pool.submit(_finish, decoded, ab_small, shape))
         batch.clear()

@@ -283,8 +283,10 @@ def predict_ab(engine, true_l: np.ndarray, hints: np.ndarray | None = None) -> n
     The same network call as colorize (an inference.Predictor), in evaluate's channels-last
     layout; hints: (B, HINT_CHANNELS, S, S) for a hint-aware model.
     """
+    from .hints import predict_following
+
     l_net = np.ascontiguousarray(l_to_net(true_l), dtype=np.float32)[:, None]  # (B, 1, S, S)
-    return engine.predict(l_net, hints).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
+    return predict_following(engine, l_net, hints).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
 
 
 def sampled_hints(batch: _Batch, count: int) -> np.ndarray | None:

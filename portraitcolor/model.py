@@ -132,6 +132,27 @@ class UNet(nn.Module):
         return torch.cat([l[:, :1], self(l)], dim=1)
 
 
+# The first convolution: the only weights that see the inputs, hence the only ones whose
+# shape depends on whether the network takes hints.
+STEM_WEIGHT = "stem.0.weight"
+
+
+def with_inputs_of(source: "UNet", config: UNetConfig) -> "UNet":
+    """A network of `config` with `source`'s weights, where the two differ at most in taking
+    hints: hint inputs added start at zero weight (the new network colours exactly as the
+    old one until trained with hints); hint inputs dropped take their weights along."""
+    state = source.state_dict()
+    target = UNet(config)
+    stem = target.state_dict()[STEM_WEIGHT]
+    if stem.shape != state[STEM_WEIGHT].shape:
+        adjusted = stem.new_zeros(stem.shape)
+        shared = min(stem.shape[1], state[STEM_WEIGHT].shape[1])
+        adjusted[:, :shared] = state[STEM_WEIGHT][:, :shared]
+        state[STEM_WEIGHT] = adjusted
+    target.load_state_dict(state)
+    return target
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

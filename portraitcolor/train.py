@@ -497,23 +497,13 @@ def _load_initial_weights(model, spec: str) -> None:
     """Fine-tuning: copy a stored model's weights into the new network, which must have its shape."""
     from .weights import resolve_model
 
+    from .model import with_inputs_of
+
     start = resolve_model(spec)
     if start.config.width != model.config.width:
         raise TrainingError(f"--init {spec}: that model has width {start.config.width}, the run asks for --width {model.config.width}")
-    if start.config.hints and not model.config.hints:
-        raise TrainingError(f"--init {spec}: that model takes hints; train with --hints")
-    state = start.state_dict()
-    if model.config.hints and not start.config.hints:
-        # The hint inputs start with zero weights: the new network colours exactly as the old
-        # one until training teaches it to use them.
-        stem = model.state_dict()[_STEM_WEIGHT]
-        widened = stem.new_zeros(stem.shape)
-        widened[:, :1] = state[_STEM_WEIGHT]
-        state[_STEM_WEIGHT] = widened
-    model.load_state_dict(state)
-
-
-_STEM_WEIGHT = "stem.0.weight"  # the first convolution: the one that sees the inputs
+    # A model with or without hint inputs starts a run of the other kind (see with_inputs_of).
+    model.load_state_dict(with_inputs_of(start, model.config).state_dict())
 
 
 def _with_sampled_hints(l, ab):

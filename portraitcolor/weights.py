@@ -36,13 +36,10 @@ STORE_ENV = "PORTRAITCOLOR_HOME"
 METADATA_KEY = "portraitcolor"
 WEIGHTS_FORMAT = "portraitcolor-weights/1"
 BUILTIN_NAME = "builtin"
-HINTS_NAME = "hints"
-# The models inside the package, by their reserved names: the default one, and the
-# hint-aware one (colorize --hint). Beside each: NAME.onnx and NAME.onnx.sha256, its ONNX
-# form and that file's sha256, built by scripts/build_packaged_onnx.py.
+# The models inside the package, by their reserved names. Beside each: NAME.onnx and
+# NAME.onnx.sha256, its ONNX form and that file's sha256 (scripts/build_packaged_onnx.py).
 PACKAGED = {
     BUILTIN_NAME: Path(__file__).parent / "data" / "default.safetensors",
-    HINTS_NAME: Path(__file__).parent / "data" / "hints.safetensors",
 }
 PACKAGED_DEFAULT = PACKAGED[BUILTIN_NAME]
 # A header larger than this is not one we wrote (ours are a few kB): refuse before reading it.

@@ -113,7 +113,9 @@ if [ -n "${YARDSTICK:-}" ]; then
 fi
 # What ships is still stage 1: no stage-2 model has beaten it on the yardstick yet (MODEL_CARD.md).
 # SHIP_MODEL=people ships the stage-2 model once it does.
+# Packaging adds hint inputs (zero weight), the set's mean colour, and the ONNX form.
 SHIP=${SHIP:-portraitcolor/data/default.safetensors}
-$pc models export "${SHIP_MODEL:-headshots}" "$SHIP"
+$pc models export "${SHIP_MODEL:-headshots}" "$WORK/shipped.safetensors" --overwrite
+if [ "${SHIP_MODEL:-headshots}" = headshots ]; then ship_set="$WORK/headshots.h5"; else ship_set="$set_file"; fi
+$py scripts/package_default.py "$WORK/shipped.safetensors" --set "$ship_set" --out "$SHIP"
 echo "shipped: $SHIP ($(stat -c %s "$SHIP") bytes)"
-[ "$SHIP" = portraitcolor/data/default.safetensors ] && $py scripts/build_packaged_onnx.py  # colorize's torch-free form

@@ -29,3 +29,24 @@ def test_usage_errors_are_the_ones_that_exit_2():
 
     assert issubclass(ScheduleError, UsageError) and issubclass(TrainingUsageError, UsageError)
     assert not issubclass(TrainingError, UsageError)
+
+
+def test_an_interrupt_landing_in_a_finalizer_is_delivered_again_silently():
+    """Ctrl-C / SIGTERM raised inside a weakref callback (garbage collection) is dropped by Python
+    with an "Exception ignored" traceback; the CLI delivers it again to the job instead."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time, weakref\n"
+        "from portraitcolor import cli\n"
+        "cli._redeliver_interrupts_lost_in_finalizers()\n"
+        "class Resource: pass\n"
+        "def finalizer(_):\n    raise KeyboardInterrupt\n"
+        "resource = Resource(); ref = weakref.ref(resource, finalizer)\n"
+        "try:\n    del resource\n    time.sleep(5)\n    print('lost')\n"
+        "except KeyboardInterrupt:\n    print('delivered')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "delivered"
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
