@@ -239,51 +239,57 @@ def sample_from_truth(true_ab: np.ndarray, count: int, rng: np.random.Generator)
 # ---- making sure each hint reaches its region ---------------------------------------------
 # The network sees the hints and learns to spread them, but a network trained briefly
 # (or small) follows them only partly. What it left out at each hint, the hint's colour minus
-# its prediction there, is carried to the rest of the picture along geodesic paths over the
-# lightness (slightly smoothed, so that fabric grain and noise are no walls): a step costs
-# one pixel plus EDGE_COST per unit of L crossed, so a correction flows across a shirt and
-# stops at its edge; it fades as exp(-distance / (SPREAD x the shorter side)).
-EDGE_COST = 6.0
-SPREAD = 0.6
-_SMOOTHING = 2.0  # Gaussian sigma, in pixels of the network's input
+# its prediction there, is carried over the picture along geodesic paths: the lightness is
+# first smoothed by a bilateral filter (fabric grain and noise go, region borders stay); a
+# step then costs one pixel, plus EDGE_COST per unit of L beyond GRAIN_L that it crosses, so a
+# correction flows across a shirt and stops at its border. Each hint's share fades as
+# exp(-distance / (SPREAD x the shorter side)); where several reach a pixel, their
+# corrections are averaged by those shares, so neighbouring hints meet softly.
+EDGE_COST = 8.0
+GRAIN_L = 1.5
+SPREAD = 0.5
+_BILATERAL = (9, 12.0, 2.0)  # diameter, sigma of L, sigma of space (pixels of the network's input)
+_BILATERAL_PASSES = 2
 _SWEEPS = 2  # passes of the four scan directions: enough for paths that turn a few times
 
 
 def follow_hints(ab: np.ndarray, l: np.ndarray, channels: np.ndarray) -> np.ndarray:
     """(h, w, 2) predicted ab, (h, w) L 0..100 at the network's input size and the (3, h, w)
-    hint channels -> ab in which every hinted pixel has its hint's colour and the correction
+    hint channels -> ab in which every hinted pixel has its hint's colour and each correction
     fades along its region."""
-    seeds = channels[2] > 0
-    if not seeds.any():
+    seeds = (channels[2] > 0).astype(np.uint8)
+    count, labels = cv2.connectedComponents(seeds, connectivity=8)
+    if count <= 1:
         return ab
+    smooth = l.astype(np.float32)
+    for _ in range(_BILATERAL_PASSES):
+        smooth = cv2.bilateralFilter(smooth, *_BILATERAL)
+    steps = tuple(1.0 + EDGE_COST * np.maximum(np.abs(np.diff(smooth, axis=axis)) - GRAIN_L, 0.0) for axis in (0, 1))
     hinted = np.stack([channels[0], channels[1]], axis=-1) * AB_SCALE
-    residual = np.where(seeds[..., None], hinted - ab, 0.0).astype(np.float32)
-    smooth = cv2.GaussianBlur(l.astype(np.float32), (0, 0), _SMOOTHING)
-    distance, carried = _geodesic_spread(smooth, seeds, residual)
-    weight = np.exp(-distance / (SPREAD * min(l.shape)))[..., None]
-    return (ab + weight * carried).astype(np.float32)
+    total_weight = np.zeros(l.shape, np.float32)
+    total_correction = np.zeros(ab.shape, np.float32)
+    for component in range(1, count):
+        inside = labels == component
+        correction = (hinted[inside] - ab[inside]).mean(axis=0)
+        weight = np.exp(-_geodesic_distance(steps, inside) / (SPREAD * min(l.shape)))
+        total_weight += weight
+        total_correction += weight[..., None] * correction
+    return (ab + total_correction / np.maximum(total_weight, 1.0)[..., None]).astype(np.float32)
 
 
-def _geodesic_spread(l: np.ndarray, seeds: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Geodesic distance to the nearest seed and that seed's value, by raster sweeps (each
-    line of a sweep is one vectorised step across the image)."""
+def _geodesic_distance(steps: tuple[np.ndarray, np.ndarray], seeds: np.ndarray) -> np.ndarray:
+    """Distance to the nearest seed over a grid whose steps cost `steps` (down, right), by
+    raster sweeps; each line of a sweep is one vectorised step across the image."""
     distance = np.where(seeds, 0.0, np.inf).astype(np.float32)
-    carried = values.copy()
-    steps = tuple(1.0 + EDGE_COST * np.abs(np.diff(l, axis=axis)) for axis in (0, 1))
     for _ in range(_SWEEPS):
         for axis in (0, 1):
-            views = (distance, carried) if axis == 0 else (distance.T, carried.transpose(1, 0, 2))
-            step = steps[axis] if axis == 0 else steps[1].T
-            d, v = views
+            d = distance if axis == 0 else distance.T
+            step = steps[0] if axis == 0 else steps[1].T
             for order in (range(1, d.shape[0]), range(d.shape[0] - 2, -1, -1)):
                 for k in order:
                     previous = k - 1 if order.step == 1 else k + 1
-                    candidate = d[previous] + step[min(k, previous)]
-                    better = candidate < d[k]
-                    if better.any():
-                        d[k][better] = candidate[better]
-                        v[k][better] = v[previous][better]
-    return distance, carried
+                    np.minimum(d[k], d[previous] + step[min(k, previous)], out=d[k])
+    return distance
 
 
 def predict_following(predictor, batch: np.ndarray, channels: np.ndarray | None) -> np.ndarray:

@@ -149,9 +149,9 @@ def test_a_hint_colours_its_region_and_leaves_a_distant_one(colour):
     near = (slice(int(height * 0.3), int(height * 0.7)), slice(int(width * 0.1), int(width * 0.4)))
     wanted = np.array(color_ab(colour)) - automatic[near].reshape(-1, 2).mean(axis=0)
     moved = (hinted - automatic)[near].reshape(-1, 2).mean(axis=0)
-    assert np.dot(moved, wanted) / np.dot(wanted, wanted) > 0.4  # measured 0.60-0.72
+    assert np.dot(moved, wanted) / np.dot(wanted, wanted) > 0.4  # measured 0.60-0.73
     distant = np.abs(hinted - automatic)[:, int(width * 0.7) :]
-    assert distant.mean() < 1.0  # CIELAB units; measured under 0.25
+    assert distant.mean() < 1.0  # CIELAB units; measured under 0.05
     lightness = lab.rgb_to_l(colorize_picture(model, picture, hints=[f"0.25,0.5={colour}"]))
     np.testing.assert_allclose(lightness, lab.rgb_to_l(picture.rgb), atol=0.5)  # the photo's own L
 
