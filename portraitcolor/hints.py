@@ -250,6 +250,7 @@ GRAIN_L = 1.5
 SPREAD = 0.5
 _BILATERAL = (9, 12.0, 2.0)  # diameter, sigma of L, sigma of space (pixels of the network's input)
 _BILATERAL_PASSES = 2
+MAX_GROUPS = 32  # hint patches spread separately (each one geodesic pass); beyond, by colour
 _SWEEPS = 2  # passes of the four scan directions: enough for paths that turn a few times
 
 
@@ -257,9 +258,8 @@ def follow_hints(ab: np.ndarray, l: np.ndarray, channels: np.ndarray) -> np.ndar
     """(h, w, 2) predicted ab, (h, w) L 0..100 at the network's input size and the (3, h, w)
     hint channels -> ab in which every hinted pixel has its hint's colour and each correction
     fades along its region."""
-    seeds = (channels[2] > 0).astype(np.uint8)
-    count, labels = cv2.connectedComponents(seeds, connectivity=8)
-    if count <= 1:
+    groups = _hint_groups(channels)
+    if not groups:
         return ab
     smooth = l.astype(np.float32)
     for _ in range(_BILATERAL_PASSES):
@@ -268,13 +268,37 @@ def follow_hints(ab: np.ndarray, l: np.ndarray, channels: np.ndarray) -> np.ndar
     hinted = np.stack([channels[0], channels[1]], axis=-1) * AB_SCALE
     total_weight = np.zeros(l.shape, np.float32)
     total_correction = np.zeros(ab.shape, np.float32)
-    for component in range(1, count):
-        inside = labels == component
+    for inside in groups:
         correction = (hinted[inside] - ab[inside]).mean(axis=0)
         weight = np.exp(-_geodesic_distance(steps, inside) / (SPREAD * min(l.shape)))
         total_weight += weight
         total_correction += weight[..., None] * correction
     return (ab + total_correction / np.maximum(total_weight, 1.0)[..., None]).astype(np.float32)
+
+
+def _hint_groups(channels: np.ndarray) -> list[np.ndarray]:
+    """The hinted pixels as masks that spread separately: each connected patch (a point, a
+    stroke), or, beyond MAX_GROUPS patches (a scribble of many specks), the patches of one
+    colour together, rounded ever more coarsely until MAX_GROUPS colours remain: a few
+    geodesic passes, not thousands."""
+    hinted = channels[2] > 0
+    count, labels = cv2.connectedComponents(hinted.astype(np.uint8), connectivity=8)
+    if count - 1 <= MAX_GROUPS:
+        return [labels == component for component in range(1, count)]
+    ab = np.stack([channels[0][hinted], channels[1][hinted]], axis=1) * AB_SCALE
+    step = 4.0
+    while True:
+        keys, inverse = np.unique(np.round(ab / step), axis=0, return_inverse=True)
+        if len(keys) <= MAX_GROUPS:
+            break
+        step *= 2
+    rows, cols = np.nonzero(hinted)
+    groups = []
+    for group in range(len(keys)):
+        mask = np.zeros(hinted.shape, bool)
+        mask[rows[inverse.ravel() == group], cols[inverse.ravel() == group]] = True
+        groups.append(mask)
+    return groups
 
 
 def _geodesic_distance(steps: tuple[np.ndarray, np.ndarray], seeds: np.ndarray) -> np.ndarray:

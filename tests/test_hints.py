@@ -241,3 +241,20 @@ def test_evaluate_with_hints_sampled_from_the_truth(tmp_path, hint_model_file, t
     plain = core.load_models(["plain"])
     with pytest.raises(HintError, match="takes no hints"):
         core.evaluate([tmp_path], models=plain, options=core.EvaluateOptions(device="cpu", hints=5))
+
+
+def test_a_scribble_of_many_specks_spreads_in_a_bounded_number_of_colour_groups():
+    """Each hint colour is one geodesic pass: thousands of specks of many colours are grouped
+    (by coarser rounding) into at most MAX_GROUPS, and every hinted pixel still gets its group's
+    colour correction."""
+    rng = np.random.default_rng(0)
+    channels = np.zeros((3, 96, 128), np.float32)
+    specks = rng.random((96, 128)) < 0.05
+    channels[0][specks], channels[1][specks] = rng.uniform(-0.8, 0.8, (2, specks.sum()))
+    channels[2][specks] = 1
+    groups = hint_rules._hint_groups(channels)
+    assert 1 < len(groups) <= hint_rules.MAX_GROUPS
+    assert np.array_equal(np.logical_or.reduce(groups), specks)  # every speck in one group
+    assert sum(int(group.sum()) for group in groups) == int(specks.sum())
+    out = hint_rules.follow_hints(np.zeros((96, 128, 2), np.float32), rng.uniform(0, 100, (96, 128)).astype(np.float32), channels)
+    assert np.isfinite(out).all()
