@@ -589,9 +589,10 @@ def colorize(
         raise fail("-o takes one file; use -O DIR for a folder", code=EXIT_USAGE)
 
     from .colorize import colorize_jobs, plan_jobs
+    from .hints import read_hints
     from .inference import check_takes_hints, open_predictor
 
-    hints = run_job(_read_hints, hint or [], hints_file, hint_mask)
+    hints = run_job(read_hints, hint or [], hints_file, hint_mask)
     if hints and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
         raise fail("hints describe one photo: give exactly one input file with --hint, --hints or --hint-mask", code=EXIT_USAGE)
     predictor = run_job(open_predictor, model, device=device)
@@ -602,15 +603,6 @@ def colorize(
     failures = _report_colorize(results, json_output=json_output)
     if failures:
         raise typer.Exit(EXIT_FAILED)
-
-
-def _read_hints(points: list[str], hints_file: Path | None, hint_mask: Path | None):
-    from .hints import Hints, parse_point, read_hints_file, read_scribble
-
-    parsed = [parse_point(text) for text in points]
-    if hints_file is not None:
-        parsed += read_hints_file(hints_file)
-    return Hints(points=tuple(parsed), scribble=read_scribble(hint_mask) if hint_mask is not None else None)
 
 
 def _check_colorize_usage(inputs, *, output, output_dir, files_from, skip_existing, overwrite) -> None:

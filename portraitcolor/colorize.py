@@ -29,7 +29,7 @@ from PIL import Image
 from . import lab
 from .atomic import atomic_output, cut_utf8, file_identity
 from .errors import PortraitcolorError
-from .hints import HintError, Hints, parse_point, predict_following
+from .hints import HintError, Hints, as_hints, predict_following
 from .inference import SIDE_MULTIPLE, Predictor, as_predictor, check_takes_hints, open_predictor
 from .inputs import image_files
 
@@ -508,17 +508,6 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
         yield from drain(wait_all=False)
     flush()
     yield from drain(wait_all=True)
-
-
-def as_hints(hints) -> Hints:
-    """None, a Hints, or an iterable of "X,Y=COLOUR" strings -> Hints."""
-    if hints is None:
-        return Hints()
-    if isinstance(hints, Hints):
-        return hints
-    if isinstance(hints, str):
-        hints = [hints]
-    return Hints(points=tuple(parse_point(text) for text in hints))
 
 
 def _hint_batch(items: list[tuple[tuple[int, int], tuple[int, int]]], hints: Hints | None) -> np.ndarray | None:

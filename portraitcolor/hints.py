@@ -202,11 +202,34 @@ class Hints:
             col = min(int(x * shape[1] / width), shape[1] - 1)
             row = min(int(y * shape[0] / height), shape[0] - 1)
             half = POINT_SIDE // 2
-            rows = slice(max(row - half, 0), min(row + half + 1, shape[0]))
-            cols = slice(max(col - half, 0), min(col + half + 1, shape[1]))
-            out[0, rows, cols], out[1, rows, cols] = point.ab[0] / AB_SCALE, point.ab[1] / AB_SCALE
-            out[2, rows, cols] = 1.0
+            top, left = max(row - half, 0), max(col - half, 0)
+            _paint(out, slice(top, min(row + half + 1, shape[0])), slice(left, min(col + half + 1, shape[1])), point.ab)
         return out
+
+
+def as_hints(hints) -> Hints:
+    """None, a Hints, or "X,Y=COLOUR" strings (one, or an iterable) -> Hints."""
+    if hints is None:
+        return Hints()
+    if isinstance(hints, Hints):
+        return hints
+    if isinstance(hints, str):
+        hints = [hints]
+    return Hints(points=tuple(parse_point(text) for text in hints))
+
+
+def read_hints(points: list[str], hints_file: str | os.PathLike | None, scribble: str | os.PathLike | None) -> Hints:
+    """colorize's --hint, --hints FILE and --hint-mask IMAGE as one Hints."""
+    parsed = [parse_point(text) for text in points]
+    if hints_file is not None:
+        parsed += read_hints_file(hints_file)
+    return Hints(points=tuple(parsed), scribble=read_scribble(scribble) if scribble is not None else None)
+
+
+def _paint(out: np.ndarray, rows: slice, cols: slice, ab) -> None:
+    """One hint on the (3, h, w) channels: its a, b over the square, and the mask."""
+    out[0, rows, cols], out[1, rows, cols] = ab[0] / AB_SCALE, ab[1] / AB_SCALE
+    out[2, rows, cols] = 1.0
 
 
 def _add_scribble(out: np.ndarray, scribble: ScribbleHint, shape: tuple[int, int]) -> None:
@@ -229,11 +252,9 @@ def sample_from_truth(true_ab: np.ndarray, count: int, rng: np.random.Generator)
     out = np.zeros((HINT_CHANNELS, height, width), np.float32)
     for _ in range(count):
         row, col = int(rng.integers(0, height - POINT_SIDE + 1)), int(rng.integers(0, width - POINT_SIDE + 1))
-        patch = true_ab[row : row + POINT_SIDE, col : col + POINT_SIDE].reshape(-1, 2).mean(axis=0)
-        out[:2, row : row + POINT_SIDE, col : col + POINT_SIDE] = (patch / AB_SCALE)[:, None, None]
-        out[2, row : row + POINT_SIDE, col : col + POINT_SIDE] = 1.0
+        rows, cols = slice(row, row + POINT_SIDE), slice(col, col + POINT_SIDE)
+        _paint(out, rows, cols, true_ab[rows, cols].reshape(-1, 2).mean(axis=0))
     return out
-
 
 
 # ---- making sure each hint reaches its region ---------------------------------------------
@@ -292,13 +313,9 @@ def _hint_groups(channels: np.ndarray) -> list[np.ndarray]:
         if len(keys) <= MAX_GROUPS:
             break
         step *= 2
-    rows, cols = np.nonzero(hinted)
-    groups = []
-    for group in range(len(keys)):
-        mask = np.zeros(hinted.shape, bool)
-        mask[rows[inverse.ravel() == group], cols[inverse.ravel() == group]] = True
-        groups.append(mask)
-    return groups
+    colour_of = np.full(hinted.shape, -1)
+    colour_of[hinted] = inverse.ravel()
+    return [colour_of == group for group in range(len(keys))]
 
 
 def _geodesic_distance(steps: tuple[np.ndarray, np.ndarray], seeds: np.ndarray) -> np.ndarray:

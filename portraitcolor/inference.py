@@ -20,6 +20,7 @@ import numpy as np
 
 from . import lab
 from .errors import PortraitcolorError
+from .hints import HINT_CHANNELS, HintError
 
 # Four halvings between the U-Net's five encoder stages: input sides must divide by this.
 SIDE_MULTIPLE = 16
@@ -88,7 +89,8 @@ def open_predictor(spec: str | os.PathLike | None = None, *, device: str = "auto
     engine `device` asks for. A stored model on the CPU runs without torch."""
     from .weights import WeightsStore, is_path_spec
 
-    if not uses_torch(device) and not (spec is not None and is_path_spec(spec)):
+    on_torch = uses_torch(device)
+    if not on_torch and not (spec is not None and is_path_spec(spec)):
         form = WeightsStore().onnx_form(None if spec is None else str(spec))
         if form is not None:
             return OnnxPredictor(form.read_checked(), name=form.name, render_size=form.render_size, takes_hints=form.takes_hints)
@@ -96,7 +98,7 @@ def open_predictor(spec: str | os.PathLike | None = None, *, device: str = "auto
     # Imported only here: it costs a second of start-up that the CPU path never pays.
     from .torch_inference import TorchPredictor
 
-    return TorchPredictor.load(spec, device="cpu" if not uses_torch(device) else device)
+    return TorchPredictor.load(spec, device=device if on_torch else "cpu")
 
 
 def as_predictor(model) -> Predictor:
@@ -108,27 +110,21 @@ def as_predictor(model) -> Predictor:
     return TorchPredictor(model)
 
 
-
 def network_inputs(predictor: Predictor, batch: np.ndarray, hints: np.ndarray | None) -> np.ndarray:
     """The array a model's network takes: L alone, or for a hint-aware model L and the hint
     channels (zeros: no hints)."""
-    from .hints import HINT_CHANNELS
-
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     if not predictor.takes_hints:
         if hints is not None:
-            raise InferenceError(f"model {predictor.name} takes no hints")
+            check_takes_hints(predictor)
         return batch
     if hints is None:
         hints = np.zeros((batch.shape[0], HINT_CHANNELS, *batch.shape[2:]), np.float32)
     return np.concatenate([batch, hints.astype(np.float32)], axis=1)
 
 
-
 def check_takes_hints(predictor: Predictor) -> None:
     """A clear refusal before any work when hints are given to a model trained without them."""
-    from .hints import HintError
-
     if not predictor.takes_hints:
         raise HintError(
             f"model {predictor.name} takes no hints: it was trained without --hints "

@@ -302,19 +302,29 @@ def _alpha(image: Image.Image) -> np.ndarray | None:
 def _gray_values(image: Image.Image, declared_peak: float | None) -> np.ndarray:
     if image.mode in _HIGH_PRECISION_MODES:
         return _scale_high_precision(np.asarray(image), image.mode, declared_peak=declared_peak)
-    gray = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32)
+    gray = _gray8(image).astype(np.float32)
     gray *= 1.0 / 255.0  # in place: a 24-megapixel photo must not need two float copies
     return gray
 
 
 def _rgb_values(image: Image.Image, profile) -> np.ndarray:
+    # In-place scaling: a 24-megapixel photo must not need two float copies at once.
+    rgb = _srgb8(image, profile).astype(np.float32)
+    rgb *= 1.0 / 255.0
+    return rgb
+
+
+def _gray8(image: Image.Image) -> np.ndarray:
+    """8-bit gray pixels (H, W) of an 8-bit gray (or any low-precision) image."""
+    return np.asarray(image if image.mode == "L" else image.convert("L"))
+
+
+def _srgb8(image: Image.Image, profile) -> np.ndarray:
+    """uint8 sRGB (H, W, 3): RGB or CMYK pixels through their embedded profile, if any."""
     color = image if image.mode in ("RGB", "CMYK") else image.convert("RGB")
     if _color_space(profile) == color.mode:
         color = _managed_color(color, profile)
-    # In-place scaling: a 24-megapixel photo must not need two float copies at once.
-    rgb = np.asarray(color.convert("RGB") if color.mode != "RGB" else color).astype(np.float32)
-    rgb *= 1.0 / 255.0
-    return rgb
+    return np.asarray(color.convert("RGB") if color.mode != "RGB" else color)
 
 
 def _eight_bit_pixels(image: Image.Image, profile) -> np.ndarray | None:
@@ -322,12 +332,9 @@ def _eight_bit_pixels(image: Image.Image, profile) -> np.ndarray | None:
     float, or None where its pixels are not 8-bit (16-bit, float, a gray profile applied at
     16 bits, palettes, CMYK)."""
     if image.mode in ("L", "LA") and _color_space(profile) != "GRAY":
-        return np.asarray(image if image.mode == "L" else image.getchannel("L"))
+        return _gray8(image)
     if image.mode in ("RGB", "RGBA"):
-        color = image if image.mode == "RGB" else image.convert("RGB")
-        if _color_space(profile) == "RGB":
-            color = _managed_color(color, profile)
-        return np.asarray(color.convert("RGB") if color.mode != "RGB" else color)
+        return _srgb8(image, profile)
     return None
 
 

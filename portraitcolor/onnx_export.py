@@ -12,6 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -55,8 +56,6 @@ def write_onnx(model: UNet, path: str | os.PathLike) -> Path:
 
 def check_agreement(onnx_bytes: bytes, model: UNet) -> None:
     """Raise OnnxExportError unless OpenCV runs the ONNX bytes as torch runs `model`."""
-    import cv2
-
     net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
     rng = np.random.default_rng(0)
     for batch_size, _, height, width in _CHECK_SHAPES:

@@ -26,9 +26,22 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from . import runs
-from .weights import sha256_of
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
+
+from . import dataset, device as devices, hints as hint_rules, losses, runs, schedule, setfile
+from .atomic import atomic_output, atomic_write_text
 from .errors import PortraitcolorError, UsageError
+from .lab import ab_from_net, ab_to_net, first_line, lab_to_rgb
+from .losses import rebalanced_mae, ssim
+from .model import PatchDiscriminator, UNet, UNetConfig, with_inputs_of
+from .schedule import EpochRecord, best_epoch, check_lr_decay
+from .weights import (
+    PACKAGED, WeightsError, WeightsStore, check_name, load_weights_file, resolve_model, save_weights, sha256_of, store_root,
+)
 
 CHECKPOINT_FORMAT = "portraitcolor-checkpoint/1"
 SAMPLE_COUNT = 8
@@ -144,15 +157,13 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
     command line); None: those that differ from TrainConfig's defaults. With --resume they
     must agree with the run's recipe.
     """
-    from . import schedule
-
     stop = stop or threading.Event()
     rank, world_size, local_rank = _start_distributed(config.device)
     master = rank == 0
     emit = (on_event or _ignore) if master else _ignore  # one voice on the terminal
     run = _plan(config, given, master=master, world_size=world_size, local_rank=local_rank)
     nets = _Networks.build(run)
-    state = _RunState.resumed(run, nets) if run.checkpoint else _RunState()
+    state = _RunState.resumed(run) if run.checkpoint else _RunState()
     data = _Data.open(run, rank=rank, world_size=world_size)
     run.run_dir = run.run_dir or (_new_run_dir(run.config) if master else Path(run.config.run_dir or "."))
     if master:  # made only now: a run that fails to set up leaves no empty folder behind
@@ -228,10 +239,6 @@ class _Run:
 def _plan(config: TrainConfig, given, *, master: bool, world_size: int, local_rank: int) -> _Run:
     """Every check before any work: the options, the outputs (store name, run folder), the set.
     A mistake found after hours of training costs those hours; found now, one line."""
-    import torch
-
-    from . import dataset, device as devices, schedule, setfile
-
     config = TrainConfig(**asdict(config))  # filled in below (epochs, set path); the caller's stays as given
     checkpoint = run_dir = None
     if config.resume:
@@ -279,11 +286,6 @@ class _Networks:
     @classmethod
     def build(cls, run: _Run) -> "_Networks":
         """Same seed on every rank: the same initial weights everywhere."""
-        import torch
-
-        from . import device as devices
-        from .model import PatchDiscriminator, UNet, UNetConfig
-
         config, device = run.config, run.device
         torch.manual_seed(config.seed)
         model = UNet(UNetConfig(width=config.width, size=run.set_size, hints=config.hints))
@@ -309,11 +311,7 @@ class _Networks:
         return nets
 
     def _wrap(self, run: _Run) -> None:
-        import torch
-
         if run.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [run.device.index] if run.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.raw_model, device_ids=ids)
             self.discriminator = DistributedDataParallel(self.raw_discriminator, device_ids=ids) if self.raw_discriminator else None
@@ -350,7 +348,7 @@ class _RunState:
     train_images: int = 0
 
     @classmethod
-    def resumed(cls, run: _Run, nets: _Networks) -> "_RunState":
+    def resumed(cls, run: _Run) -> "_RunState":
         checkpoint = run.checkpoint
         _set_rng_state(checkpoint["rng"])
         if checkpoint["finished"]:
@@ -358,8 +356,6 @@ class _RunState:
         return cls(checkpoint["epoch"], checkpoint["step"], list(checkpoint["records"]), checkpoint["train_loss_sum"], checkpoint["train_images"])
 
     def history(self) -> list:
-        from . import schedule
-
         return [schedule.EpochRecord(r["val_loss"], r["phase"]) for r in self.records]
 
     def checkpoint(self, run: _Run, nets: _Networks, *, finished: bool) -> dict:
@@ -385,8 +381,6 @@ class _Data:
 
     @classmethod
     def open(cls, run: _Run, *, rank: int, world_size: int) -> "_Data":
-        from . import dataset
-
         config, device = run.config, run.device
         train_batches = dataset.LabBatches(
             config.data, "train", batch_size=config.batch_size, seed=config.seed,
@@ -403,8 +397,6 @@ class _Data:
         )
 
     def to_device(self, tensor):
-        import torch
-
         tensor = tensor.to(self.device, non_blocking=True)
         return tensor.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else tensor
 
@@ -412,10 +404,6 @@ class _Data:
 def _train_step(run: _Run, nets: _Networks, phase, l, ab, *, progress: float) -> float:
     """One optimizer step (and one of the discriminator in adversarial phases) on a batch of
     (b, 1, S, S) L and (b, 2, S, S) true ab; returns the generator's loss."""
-    import torch
-
-    from . import device as devices, losses, schedule
-
     config = run.config
     lr = schedule.learning_rate(config.lr, config.lr_decay, progress=progress)
     for group in (*nets.optimizer.param_groups, *(nets.d_optimizer.param_groups if nets.d_optimizer else ())):
@@ -448,8 +436,6 @@ def _train_step(run: _Run, nets: _Networks, phase, l, ab, *, progress: float) ->
 def _end_epoch(run: _Run, nets: _Networks, data: _Data, state: _RunState, phase_index: int, *, seconds: float, images: int, master: bool) -> dict:
     """Validate on the whole val split (every rank: same weights, same numbers), record the
     epoch, and on rank 0 write the best weights, the metrics, the loss curves and samples."""
-    from . import schedule
-
     phase = run.phases[phase_index]
     metrics = _validate(nets.raw_model, data.val_loader, run.device, run.precision)
     val_loss = sum(
@@ -467,8 +453,6 @@ def _end_epoch(run: _Run, nets: _Networks, data: _Data, state: _RunState, phase_
     state.epoch, state.step, state.train_loss_sum, state.train_images = state.epoch + 1, 0, 0.0, 0
     if master:
         if schedule.best_epoch(state.history()) == state.epoch - 1:
-            from .weights import save_weights
-
             save_weights(nets.raw_model, run.run_dir / runs.BEST_WEIGHTS, training={"epoch": state.epoch, "phase": phase.name})
         _write_jsonl(run.run_dir / runs.METRICS, state.records)
         _plot_loss_curves(run.run_dir / runs.LOSS_CURVE, state.records, run.phases)
@@ -478,8 +462,6 @@ def _end_epoch(run: _Run, nets: _Networks, data: _Data, state: _RunState, phase_
 
 def _store_best(run: _Run, records: list, best: int) -> str:
     """The best epoch's weights go into the store, with the typed training summary."""
-    from . import setfile
-
     config = run.config
     summary = runs.TrainingSummary(
         data=str(Path(config.data).resolve()), data_sha256=(config.data_fingerprint or {}).get("sha256"),
@@ -495,10 +477,6 @@ def _store_best(run: _Run, records: list, best: int) -> str:
 
 def _load_initial_weights(model, spec: str) -> None:
     """Fine-tuning: copy a stored model's weights into the new network, which must have its shape."""
-    from .weights import resolve_model
-
-    from .model import with_inputs_of
-
     start = resolve_model(spec)
     if start.config.width != model.config.width:
         raise TrainingError(f"--init {spec}: that model has width {start.config.width}, the run asks for --width {model.config.width}")
@@ -510,13 +488,9 @@ def _with_sampled_hints(l, ab):
     """(b, 1, S, S) L and (b, 2, S, S) true ab (0..1) -> (b, 1 + HINT_CHANNELS, S, S): L and
     hints sampled from the truth (hints.py): none for NO_HINT_SHARE of the images, else a
     geometric number of square patches, each holding the patch's mean true colour."""
-    import torch
-
-    from . import hints as hint_rules, lab
-
     batch, _, height, width = l.shape
     channels = l.new_zeros(batch, hint_rules.HINT_CHANNELS, height, width)
-    true_ab = (ab.detach().float() * lab.AB_SPAN - lab.AB_OFFSET) / hint_rules.AB_SCALE  # CIELAB / 128
+    true_ab = ab_from_net(ab.detach().float()) / hint_rules.AB_SCALE  # CIELAB / 128
     draws = torch.rand(batch).tolist()
     success = 1.0 / hint_rules.MEAN_TRAINING_POINTS
     for image, draw in enumerate(draws):
@@ -536,8 +510,6 @@ def _store_weights(run_dir: Path, name: str | None, summary: dict, *, set_defaul
     """Put the best epoch's weights into the store under `name` (None: a free name made from
     the run folder's); return the name. If that fails for any reason, the error says where the
     weights are and how to finish the job, so training is never lost."""
-    from .weights import WeightsError, WeightsStore, load_weights_file
-
     best_path, store = run_dir / runs.BEST_WEIGHTS, WeightsStore()
     for _attempt in range(5):
         chosen = name or _free_model_name(run_dir.name, store.names())
@@ -566,8 +538,6 @@ def _taken(store, name: str) -> bool:
 def _free_model_name(run_name: str, taken) -> str:
     """A valid store name from the run folder's name, unused in the store: two runs without
     --name never replace each other's model, and a folder called `my run` still stores."""
-    from .weights import PACKAGED
-
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-._")[:56] or "run"
     taken = {*taken, *PACKAGED}
     return next(name for name in (base if n == 1 else f"{base}-{n}" for n in itertools.count(1)) if name not in taken)
@@ -587,8 +557,6 @@ def _diverged(value: float, where: str, run_dir: Path, records: list) -> Trainin
 
 def _best_record(records: list) -> int | None:
     """Index of the best epoch's record so far (None before the first)."""
-    from .schedule import EpochRecord, best_epoch
-
     return best_epoch([EpochRecord(r["val_loss"], r["phase"]) for r in records])
 
 
@@ -597,8 +565,6 @@ def _best_record(records: list) -> int | None:
 
 def _check_options(config: TrainConfig) -> None:
     """Numbers no run can use: refused as usage errors rather than met as NaN weights later."""
-    from .schedule import check_lr_decay
-
     if not (math.isfinite(config.lr) and 0 <= config.lr <= MAX_LR):
         raise TrainingUsageError(f"--lr must be a number from 0 to {MAX_LR:g}, got {config.lr}")
     check_lr_decay(config.lr_decay)
@@ -606,8 +572,6 @@ def _check_options(config: TrainConfig) -> None:
 
 def _checked_device(spec: str):
     """The torch device; a spec this machine cannot give (tpu, cuda without a GPU) is a usage error."""
-    from . import device as devices
-
     try:
         return devices.pick_device(spec)
     except devices.DeviceError as error:
@@ -619,7 +583,6 @@ def _check_model_name(config: TrainConfig) -> None:
     silently replace a model) only after training. Without --name a free one is chosen."""
     if config.name is None:
         return
-    from .weights import WeightsError, WeightsStore, check_name
 
     try:
         check_name(config.name)
@@ -731,12 +694,6 @@ def _same_content(path: Path, fingerprint: dict) -> bool:
 
 def _validate(model, val_loader, device, precision) -> dict:
     """MAE, MSE, SSIM and PSNR of ab (0..1), mean over images, and the same for gray."""
-    import torch
-
-    from . import device as devices
-    from .lab import ab_to_net
-    from .losses import rebalanced_mae, ssim
-
     gray_value = float(ab_to_net(0.0))  # a = b = 0: the gray the network would have to beat
     names = ("mae", "mse", "ssim", "psnr", "rebalanced")
     sums = {prefix + name: 0.0 for prefix in ("", "gray_") for name in names}
@@ -763,8 +720,6 @@ def _validate(model, val_loader, device, precision) -> dict:
 
 def _sample_images(val_batches):
     """The first SAMPLE_COUNT val images: the same faces in every epoch's grid."""
-    import torch
-
     ls, abs_ = [], []
     for l, ab, _rows in val_batches:
         ls.append(l)
@@ -776,14 +731,6 @@ def _sample_images(val_batches):
 
 def _write_sample_grid(path: Path, model, samples, device, precision) -> None:
     """One row per face: gray | prediction | truth."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from . import device as devices
-    from .atomic import atomic_output
-    from .lab import ab_from_net, lab_to_rgb
-
     l, ab = samples
     model.eval()
     with torch.no_grad(), devices.autocast_as(device, precision):
@@ -793,8 +740,6 @@ def _write_sample_grid(path: Path, model, samples, device, precision) -> None:
     def rgb(ab_net):  # (B, 2, S, S) 0..1 -> (B, S, S, 3) uint8
         lab = torch.cat([l * 100.0, torch.from_numpy(ab_from_net(ab_net.numpy()))], dim=1)
         return (lab_to_rgb(lab.permute(0, 2, 3, 1).numpy()) * 255 + 0.5).astype(np.uint8)
-
-    from .lab import ab_to_net
 
     gray = torch.full_like(ab, float(ab_to_net(0.0)))
     rows = [np.concatenate(columns, axis=1) for columns in zip(rgb(gray), rgb(prediction), rgb(ab))]
@@ -809,8 +754,6 @@ def _plot_loss_curves(path: Path, records: list, phases) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .atomic import atomic_output
 
     ran = sorted({r["phase"] for r in records})
     figure, axes = plt.subplots(1, len(ran), figsize=(5 * len(ran), 3.6), squeeze=False)
@@ -846,7 +789,6 @@ def _new_run_dir(config: TrainConfig) -> Path:
         except FileExistsError:
             raise TrainingUsageError(f"--run-dir {run_dir} was just created by another run: choose another folder") from None
         return run_dir
-    from .weights import store_root
 
     base = store_root() / "runs" / (config.name or time.strftime("%Y%m%d-%H%M%S"))
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -870,8 +812,6 @@ def _remove_run_files(run_dir: Path) -> None:
 
 def _find_run(spec: str) -> Path:
     """--resume takes a run directory, or the name of a run under the store's runs/."""
-    from .weights import store_root
-
     for candidate in (Path(spec), store_root() / "runs" / spec):
         if (candidate / runs.CHECKPOINT).is_file():
             return candidate
@@ -879,10 +819,6 @@ def _find_run(spec: str) -> Path:
 
 
 def _load_checkpoint(run_dir: Path) -> dict:
-    import torch
-
-    from .lab import first_line
-
     path = run_dir / runs.CHECKPOINT
     try:
         # weights_only: tensors and plain types only, never arbitrary unpickling
@@ -895,10 +831,6 @@ def _load_checkpoint(run_dir: Path) -> dict:
 
 
 def _save_checkpoint(run_dir: Path, state: dict) -> None:
-    import torch
-
-    from .atomic import atomic_output
-
     with atomic_output(run_dir / runs.CHECKPOINT) as temporary, open(temporary, "wb") as handle:
         writer = _WriteErrors(handle)
         try:
@@ -929,21 +861,16 @@ class _WriteErrors:
 
 
 def _write_json(path: Path, document: dict) -> None:
-    from .atomic import atomic_write_text
-
     atomic_write_text(path, json.dumps(document, indent=2, default=str) + "\n")
 
 
 def _write_jsonl(path: Path, records: list) -> None:
     # Rewritten whole from the checkpoint's records: a resumed run never repeats a line.
-    from .atomic import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def _rng_state() -> dict:
-    import torch
-
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -951,8 +878,6 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    import torch
-
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -998,8 +923,6 @@ def _start_distributed(device_spec: str) -> tuple[int, int, int]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return 0, 1, 0
-    import torch
-    import torch.distributed as dist
 
     use_cuda = torch.cuda.is_available() and not str(device_spec).startswith(("cpu", "mps"))
     if not dist.is_initialized():
@@ -1009,16 +932,12 @@ def _start_distributed(device_spec: str) -> tuple[int, int, int]:
 
 def _stop_distributed(world_size: int) -> None:
     if world_size > 1:
-        import torch.distributed as dist
-
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _wait_for_every_rank(world_size: int) -> None:
     if world_size > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
@@ -1026,8 +945,6 @@ def _stop_everywhere(stop: threading.Event, world_size: int) -> bool:
     """All ranks stop after the same step, or the others would wait forever in a collective."""
     if world_size == 1:
         return stop.is_set()
-    import torch
-    import torch.distributed as dist
 
     flag = torch.tensor([1.0 if stop.is_set() else 0.0])
     if dist.get_backend() == "nccl":
@@ -1039,8 +956,6 @@ def _stop_everywhere(stop: threading.Event, world_size: int) -> bool:
 def _all_ranks_mean(total: float, count: int, world_size: int, device) -> float:
     if world_size == 1:
         return total / max(count, 1)
-    import torch
-    import torch.distributed as dist
 
     sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
     dist.all_reduce(sums)
@@ -1050,64 +965,53 @@ def _all_ranks_mean(total: float, count: int, world_size: int, device) -> float:
 def _sync_batch_norm(module, device):
     """Batch statistics over all ranks: torch's SyncBatchNorm on GPUs; on CPUs (gloo), where
     torch's version is unavailable, CrossProcessBatchNorm2d."""
-    import torch
-
     if device.type == "cuda":
         return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for child in module.modules():
         if type(child) is torch.nn.BatchNorm2d:
-            child.__class__ = _cross_process_batch_norm_class()
+            child.__class__ = CrossProcessBatchNorm2d
     return module
 
 
-def _cross_process_batch_norm_class():
-    import torch
-    import torch.distributed as dist
+class SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) with its gradient: the sum's gradient reaches every rank's input."""
 
-    global CrossProcessBatchNorm2d
-    if "CrossProcessBatchNorm2d" in globals():
-        return CrossProcessBatchNorm2d
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
 
-    class SumOverRanks(torch.autograd.Function):
-        """all_reduce(SUM) with its gradient: the sum's gradient reaches every rank's input."""
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
-        @staticmethod
-        def forward(ctx, tensor):
-            tensor = tensor.clone()
-            dist.all_reduce(tensor)
-            return tensor
 
-        @staticmethod
-        def backward(ctx, grad):
-            grad = grad.clone()
-            dist.all_reduce(grad)
-            return grad
+class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the whole global batch.
 
-    class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
-        """BatchNorm2d whose training statistics are those of the whole global batch.
+    The sums travel through a differentiable all_reduce, so the gradient is that of
+    one process normalising the global batch."""
 
-        The sums travel through a differentiable all_reduce, so the gradient is that of
-        one process normalising the global batch."""
-
-        def forward(self, x):
-            if not self.training:
-                return super().forward(x)
-            x32 = x.float()
-            channels = x.shape[1]
-            sums = torch.cat([x32.sum(dim=(0, 2, 3)), (x32 * x32).sum(dim=(0, 2, 3))])
-            sums = SumOverRanks.apply(sums)
-            count = x32.numel() // channels * dist.get_world_size()
-            mean = sums[:channels] / count
-            var = (sums[channels:] / count - mean * mean).clamp_min(0)
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach() * count / max(count - 1, 1), self.momentum)
-            scale = self.weight * torch.rsqrt(var + self.eps)
-            y = x32 * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
-            return y.to(x.dtype)
-
-    return CrossProcessBatchNorm2d
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        x32 = x.float()
+        channels = x.shape[1]
+        sums = torch.cat([x32.sum(dim=(0, 2, 3)), (x32 * x32).sum(dim=(0, 2, 3))])
+        sums = SumOverRanks.apply(sums)
+        count = x32.numel() // channels * dist.get_world_size()
+        mean = sums[:channels] / count
+        var = (sums[channels:] / count - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * count / max(count - 1, 1), self.momentum)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        y = x32 * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+        return y.to(x.dtype)
 
 
 def describe_record(record: dict) -> str:

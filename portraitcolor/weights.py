@@ -41,7 +41,6 @@ BUILTIN_NAME = "builtin"
 PACKAGED = {
     BUILTIN_NAME: Path(__file__).parent / "data" / "default.safetensors",
 }
-PACKAGED_DEFAULT = PACKAGED[BUILTIN_NAME]
 # A header larger than this is not one we wrote (ours are a few kB): refuse before reading it.
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -79,6 +78,12 @@ class OnnxForm:
     sha256: str | None
     render_size: int
     takes_hints: bool = False
+
+    @classmethod
+    def of(cls, name: str, path: Path, sha256: str | None, metadata: dict) -> "OnnxForm":
+        """The form of the model whose weights header holds `metadata`."""
+        config = metadata["config"]
+        return cls(name, path, sha256, int(config["size"]), bool(config.get("hints", False)))
 
     def read_checked(self) -> bytes:
         """The file's bytes, once read (the bytes checked are the bytes run)."""
@@ -415,9 +420,7 @@ class WeightsStore:
     def _packaged_info(self, name: str) -> ModelInfo:
         path = PACKAGED[name]
         if not path.exists():
-            if name == BUILTIN_NAME:
-                raise NoModelError(NO_MODEL_HELP)
-            raise WeightsError(f"this installation lacks the packaged model {name!r} ({path.name})")
+            raise NoModelError(NO_MODEL_HELP)
         _, metadata = read_header(path)
         return ModelInfo(name, path, None, None, name == BUILTIN_NAME and self.default_name() is None, metadata)
 
@@ -435,19 +438,18 @@ class WeightsStore:
         check_name(name)
         source = Path(source)
         model = load_weights_file(source)  # refuse anything that would not load later
-        with self._staging(name) as staging, self._staging(name, ".onnx") as onnx_staging:
+        with self._staging(name) as staging, self._staged_onnx(name, model) as onnx_staging:
             staging.write_bytes(source.read_bytes())
-            _write_onnx(model, onnx_staging)
             return self._adopt(staging, name, set_default=set_default, replace=replace, onnx_staging=onnx_staging)
 
     def save_model(self, model, name: str, *, training: dict | None = None, set_default: bool = False, half: bool = False, replace: bool = False) -> ModelInfo:
         """Save a trained network into the store under `name` (an existing one only with replace)."""
         check_name(name)
-        with self._staging(name) as staging, self._staging(name, ".onnx") as onnx_staging:
+        with self._staging(name) as staging:
             save_weights(model, staging, training=training, half=half)
             stored = load_weights_file(staging)  # what is stored must load, exactly as written
-            _write_onnx(stored, onnx_staging)
-            return self._adopt(staging, name, set_default=set_default, replace=replace, onnx_staging=onnx_staging)
+            with self._staged_onnx(name, stored) as onnx_staging:
+                return self._adopt(staging, name, set_default=set_default, replace=replace, onnx_staging=onnx_staging)
 
     @contextlib.contextmanager
     def _staging(self, name: str, suffix: str = ".safetensors") -> Iterator[Path]:
@@ -460,20 +462,31 @@ class WeightsStore:
         finally:
             Path(staging).unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def _staged_onnx(self, name: str, model) -> Iterator[Path]:
+        """The model's checked ONNX form in a staging file (see _staging)."""
+        with self._staging(name, ".onnx") as staging:
+            _write_onnx(model, staging)
+            yield staging
+
+    def _install(self, staging: Path, target_name: str) -> None:
+        """A checked staging file becomes models/TARGET_NAME (under the index lock)."""
+        os.chmod(staging, 0o644)
+        os.replace(staging, self.models_dir / target_name)
+
     def _adopt(self, staging: Path, name: str, *, set_default: bool, replace: bool, onnx_staging: Path) -> ModelInfo:
         """Rename checked staging files to models/NAME.* and record them, all under the lock."""
         digest, onnx_digest = sha256_of(staging), sha256_of(onnx_staging)
         with self._locked_index() as index:
             if name in index["models"] and not replace:
                 raise WeightsError(f"a model named {name!r} already exists (remove it first, or pass --replace)")
-            target, onnx_target = self.models_dir / f"{name}.safetensors", self.models_dir / f"{name}.onnx"
-            for incoming, stored in ((staging, target), (onnx_staging, onnx_target)):
-                os.chmod(incoming, 0o644)
-                os.replace(incoming, stored)
+            target, onnx_target = f"{name}.safetensors", f"{name}.onnx"
+            self._install(staging, target)
+            self._install(onnx_staging, onnx_target)
             index["models"][name] = {
-                "file": target.name,
+                "file": target,
                 "sha256": digest,
-                "onnx": onnx_target.name,
+                "onnx": onnx_target,
                 "onnx_sha256": onnx_digest,
                 "added": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
@@ -506,27 +519,24 @@ class WeightsStore:
     def onnx_form(self, spec: str | None) -> OnnxForm | None:
         """The ONNX form of a stored model (None: the default), made now for a model stored
         before ONNX forms existed; None for a packaged model installed without one."""
-        name = spec or self.default_name() or BUILTIN_NAME
+        index = self._read_index()
+        name = spec or index.get("default") or BUILTIN_NAME
         if name in PACKAGED:
             return _packaged_onnx_form(self._packaged_info(name))
-        info = self.info(name)
-        entry = self._entry(self._read_index(), name)
+        entry = self._entry(index, name)
         if entry.get("onnx") is None:
             entry = self._add_onnx(name)
-        config = info.metadata["config"]
-        return OnnxForm(name, self.models_dir / entry["onnx"], entry.get("onnx_sha256"), int(config["size"]), bool(config.get("hints", False)))
+        _, metadata = read_header(self.models_dir / entry["file"])
+        return OnnxForm.of(name, self.models_dir / entry["onnx"], entry.get("onnx_sha256"), metadata)
 
     def _add_onnx(self, name: str) -> dict:
         """Write the ONNX form of a model stored without one, and record it."""
-        model = self.load(name)
-        with self._staging(name, ".onnx") as onnx_staging:
-            _write_onnx(model, onnx_staging)
+        with self._staged_onnx(name, self.load(name)) as onnx_staging:
             digest = sha256_of(onnx_staging)
             with self._locked_index() as index:
                 entry = self._entry(index, name)
                 if entry.get("onnx") is None:  # else a parallel run added it a moment ago
-                    os.chmod(onnx_staging, 0o644)
-                    os.replace(onnx_staging, self.models_dir / f"{name}.onnx")
+                    self._install(onnx_staging, f"{name}.onnx")
                     entry.update(onnx=f"{name}.onnx", onnx_sha256=digest)
                 return dict(entry)
 
@@ -607,5 +617,4 @@ def _packaged_onnx_form(info: ModelInfo) -> OnnxForm | None:
         recorded = ""
     if not _SHA256_PATTERN.match(recorded):
         raise WeightsError(f"{recorded_in}: missing or unreadable; reinstall portraitcolor")
-    config = info.metadata["config"]
-    return OnnxForm(info.name, onnx, recorded, int(config["size"]), bool(config.get("hints", False)))
+    return OnnxForm.of(info.name, onnx, recorded, info.metadata)

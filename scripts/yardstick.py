@@ -103,15 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(f"\n{rows[0]['images']} photos: {', '.join(map(str, options.photos))}")
     columns = f"gray | {' | '.join(m.label for m in models)} | truth"
-    device = options.device
     if options.strip:
         # Worst cases of the last model: list the new model last, after the ones it replaces.
         picked = worst_rows(evaluations[-1], models[-1].label, options.worst)
-        atomic_write_bytes(options.strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, device)))
+        atomic_write_bytes(options.strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, options.device)))
         print(f"worst cases of {models[-1].label} ({columns}): {options.strip}", file=sys.stderr)
     if options.sample_strip:
         picked = sample_rows(evaluations[0], options.worst)
-        atomic_write_bytes(options.sample_strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, device)))
+        atomic_write_bytes(options.sample_strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, options.device)))
         print(f"seeded random sample ({columns}): {options.sample_strip}", file=sys.stderr)
     if options.json:
         options.json.write_text(json.dumps(rows, indent=2) + "\n")

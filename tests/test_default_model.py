@@ -4,7 +4,9 @@ import numpy as np
 from PIL import Image
 
 from portraitcolor import lab
-from portraitcolor.weights import PACKAGED_DEFAULT, read_header, resolve_model
+from portraitcolor.weights import BUILTIN_NAME, PACKAGED, read_header, resolve_model
+
+PACKAGED_DEFAULT = PACKAGED[BUILTIN_NAME]
 from conftest import REPO, run_cli, write_portrait
 
 
