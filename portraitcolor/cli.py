@@ -361,7 +361,7 @@ def train_command(
     width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
     hints: bool = typer.Option(False, "--hints", help="Train a model that takes colour hints (colorize --hint): it learns from hints sampled from the true colours, and colours without hints too. With --init from a model without hints, it starts as that model."),
-    init: Optional[str] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model's weights (a store name, builtin, or a .safetensors path) instead of random ones: fine-tuning. --width must match it."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model's weights (a store name, builtin, or a .safetensors path) instead of random ones: fine-tuning. A larger --width grows it: the wider network starts computing exactly what it computed."),
     device: str = DEVICE_OPTION,
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop when the last phase has not improved for N epochs."),

@@ -153,6 +153,75 @@ def with_inputs_of(source: "UNet", config: UNetConfig) -> "UNet":
     return target
 
 
+def widened(source: "UNet", width: int, *, seed: int = 0) -> "UNet":
+    """A network `width` wide that computes exactly what the narrower `source` computes
+    (Net2WiderNet, Chen et al. 2016): a trained model grows without starting over.
+
+    Each new channel copies an old one (weights, batch-norm parameters and statistics), and
+    the layers reading a copied channel share its old weight among the copies in random
+    positive parts summing to one. The sum keeps the function; the unequal parts make the
+    copies' gradients differ, so they learn different things instead of staying twins."""
+    old_width = source.config.width
+    if width < old_width:
+        raise ValueError(f"a network can only grow: width {width} is narrower than {old_width}")
+    target = UNet(UNetConfig(width=width, size=source.config.size, hints=source.config.hints))
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+
+    def spread(old: int, new: int) -> _Feature:
+        mapping = torch.arange(new) % old
+        parts = torch.rand(new, generator=generator) + 0.5  # kept away from 0: every copy learns
+        totals = torch.zeros(old).index_add_(0, mapping, parts)
+        return _Feature(mapping, parts / totals[mapping], old)
+
+    def conv(name: str, weight: torch.Tensor, out: _Feature, into: _Feature) -> None:
+        state[name] = weight[out.mapping][:, into.mapping] * into.parts.view(1, -1, 1, 1)
+
+    def norm(prefix: str, module: nn.BatchNorm2d, out: _Feature) -> None:
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            state[f"{prefix}.{key}"] = getattr(module, key).detach()[out.mapping]
+        state[f"{prefix}.num_batches_tracked"] = module.num_batches_tracked.detach().clone()
+
+    def block(prefix: str, old_block: ConvBlock, into: _Feature) -> _Feature:
+        old_channels = old_block[0].out_channels
+        new_channels = old_channels * width // old_width
+        middle, out = spread(old_channels, new_channels), spread(old_channels, new_channels)
+        conv(f"{prefix}.0.weight", old_block[0].weight.detach(), middle, into)
+        norm(f"{prefix}.1", old_block[1], middle)
+        conv(f"{prefix}.3.weight", old_block[3].weight.detach(), out, middle)
+        norm(f"{prefix}.4", old_block[4], out)
+        return out
+
+    inputs = _unchanged(source.config.in_channels)
+    features = [block("stem", source.stem, inputs)]
+    for index, stage in enumerate(source.down):
+        features.append(block(f"down.{index}.block", stage.block, features[-1]))
+    x = features.pop()
+    for index, stage in enumerate(source.up):
+        skip = features.pop()
+        # The stage reads cat([x, skip]): the skip's channels come after x's old ones.
+        joined = _Feature(torch.cat([x.mapping, skip.mapping + x.old_channels]), torch.cat([x.parts, skip.parts]), x.old_channels + skip.old_channels)
+        x = block(f"up.{index}.block", stage.block, joined)
+    conv("head.weight", source.head.weight.detach(), _unchanged(2), x)
+    state["head.bias"] = source.head.bias.detach().clone()
+    target.load_state_dict(state)
+    return target
+
+
+@dataclass(frozen=True)
+class _Feature:
+    """How a widened tensor's channels come from the old one's: channel j copies old channel
+    mapping[j], and a layer reading it takes parts[j] of the old weight."""
+
+    mapping: torch.Tensor
+    parts: torch.Tensor
+    old_channels: int
+
+
+def _unchanged(channels: int) -> _Feature:
+    return _Feature(torch.arange(channels), torch.ones(channels), channels)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -37,7 +37,7 @@ from .atomic import atomic_output, atomic_write_text
 from .errors import PortraitcolorError, UsageError
 from .lab import ab_from_net, ab_to_net, first_line, lab_to_rgb
 from .losses import rebalanced_mae, ssim
-from .model import PatchDiscriminator, UNet, UNetConfig, with_inputs_of
+from .model import PatchDiscriminator, UNet, UNetConfig, widened, with_inputs_of
 from .schedule import EpochRecord, best_epoch, check_lr_decay
 from .weights import (
     PACKAGED, WeightsError, WeightsStore, check_name, load_weights_file, resolve_model, save_weights, sha256_of, store_root,
@@ -476,10 +476,12 @@ def _store_best(run: _Run, records: list, best: int) -> str:
 
 
 def _load_initial_weights(model, spec: str) -> None:
-    """Fine-tuning: copy a stored model's weights into the new network, which must have its shape."""
+    """Fine-tuning: copy a stored model's weights into the new network. A narrower model is
+    widened first (the wider network starts computing exactly what it computed)."""
     start = resolve_model(spec)
-    if start.config.width != model.config.width:
-        raise TrainingError(f"--init {spec}: that model has width {start.config.width}, the run asks for --width {model.config.width}")
+    if start.config.width > model.config.width:
+        raise TrainingError(f"--init {spec}: that model has width {start.config.width}, wider than the run's --width {model.config.width}")
+    start = widened(start, model.config.width)
     # A model with or without hint inputs starts a run of the other kind (see with_inputs_of).
     model.load_state_dict(with_inputs_of(start, model.config).state_dict())
 

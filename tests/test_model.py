@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from portraitcolor.model import UNet, UNetConfig, count_parameters
+from portraitcolor.model import UNet, UNetConfig, count_parameters, widened
 
 
 @pytest.mark.parametrize("height, width", [(32, 32), (64, 48), (16, 80)])
@@ -49,3 +49,35 @@ def test_gradients_flow_and_width_scales_parameters():
 def test_config_rejects_bad_values(values):
     with pytest.raises(ValueError):
         UNetConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("hints", [False, True])
+@pytest.mark.parametrize("new_width", [4, 8, 6])
+def test_widened_network_computes_what_the_narrow_one_did(hints, new_width):
+    torch.manual_seed(0)
+    narrow = UNet(UNetConfig(width=4, size=32, hints=hints))
+    with torch.no_grad():  # batch-norm statistics of its own, not the initial 0 and 1
+        for _ in range(3):
+            narrow(torch.rand(4, narrow.config.in_channels, 32, 32))
+    wide = widened(narrow, new_width)
+    assert wide.config == UNetConfig(width=new_width, size=32, hints=hints)
+    x = torch.rand(2, narrow.config.in_channels, 32, 48)
+    for mode in ("eval", "train"):
+        getattr(narrow, mode)(), getattr(wide, mode)()
+        with torch.no_grad():
+            assert torch.allclose(narrow(x), wide(x), atol=1e-5)
+
+
+def test_widened_copies_learn_apart_and_networks_only_grow():
+    torch.manual_seed(0)
+    wide = widened(UNet(UNetConfig(width=4, size=32)), 8)
+    stem = wide.stem[0].weight
+    assert torch.equal(stem[0], stem[4])  # channel 4 starts as a copy of channel 0
+    optimizer = torch.optim.Adam(wide.parameters(), lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (wide(torch.rand(4, 1, 32, 32)) - torch.rand(4, 2, 32, 32)).abs().mean().backward()
+        optimizer.step()
+    assert not torch.allclose(stem[0], stem[4])
+    with pytest.raises(ValueError, match="only grow"):
+        widened(wide, 4)

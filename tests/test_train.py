@@ -170,5 +170,8 @@ def test_init_fine_tunes_from_a_stored_model(tiny_set, tmp_path):
     convolutions = [key for key in start if key.endswith("weight") and start[key].ndim == 4]
     assert convolutions and all(torch.equal(start[key], weights[key]) for key in convolutions)
     assert WeightsStore().info("tuned").metadata["training"]["init"] == "start"
-    with pytest.raises(TrainingError, match="width 4"):
-        train(config_for(tiny_set, tmp_path, epochs=1, width=8, init="start", run_dir=str(tmp_path / "wide")))
+    # A wider run grows the model; a narrower one cannot start from it.
+    train(config_for(tiny_set, tmp_path, epochs=1, width=6, init="start", name="grown", run_dir=str(tmp_path / "wide")))
+    assert WeightsStore().info("grown").metadata["training"]["init"] == "start"
+    with pytest.raises(TrainingError, match="width 4, wider than the run's --width 2"):
+        train(config_for(tiny_set, tmp_path, epochs=1, width=2, init="start", run_dir=str(tmp_path / "narrow")))
