@@ -16,17 +16,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from portraitcolor import lab
-from portraitcolor.colorize import (
-    _padded_shape,
-    colorize_jobs,
+from portraitcolor import images
+from portraitcolor.colorize import colorize_jobs, plan_jobs
+from portraitcolor.inference import (
+    OnnxPredictor,
+    Predictor,
     join_to_rgb,
     network_input,
-    plan_jobs,
+    padded_shape,
     render_shape,
     upsample_ab,
 )
-from portraitcolor.inference import OnnxPredictor, Predictor
 from portraitcolor.onnx_export import write_onnx
 from portraitcolor.torch_inference import TorchPredictor
 from portraitcolor.weights import save_weights
@@ -76,7 +76,7 @@ def _run_pipeline(folder: Path, out: Path, model: Predictor, *, batch_size: int)
 
 def model_only_rate(model: Predictor, shape: tuple[int, int], *, batch_size: int, repeats: int) -> float:
     """images/s of the engine alone on the padded render shape colorize uses."""
-    batch = np.random.default_rng(0).random((batch_size, 1, *_padded_shape(shape)), dtype=np.float32)
+    batch = np.random.default_rng(0).random((batch_size, 1, *padded_shape(shape)), dtype=np.float32)
     best = float("inf")
     for count in thread_counts():  # the ceiling is the model's best rate on this machine
         with threads(count):
@@ -86,7 +86,7 @@ def model_only_rate(model: Predictor, shape: tuple[int, int], *, batch_size: int
 
 def stage_seconds(path: Path, model: Predictor, *, repeats: int) -> dict[str, float]:
     """Seconds per image of each pipeline stage, one image, in this thread (where time goes)."""
-    l_full = lab.read_lightness(path).l
+    l_full = images.read_lightness(path).l
     shape = render_shape(*l_full.shape, model.render_size)
     net_in = network_input(l_full, shape)[None]
     ab_small = model.predict(net_in)[0]
@@ -99,7 +99,7 @@ def stage_seconds(path: Path, model: Predictor, *, repeats: int) -> dict[str, fl
             image.save(handle, format="JPEG", quality=95)
 
     stages = {
-        "decode + L (read_lightness)": lambda: lab.read_lightness(path),
+        "decode + L (read_lightness)": lambda: images.read_lightness(path),
         "network_input": lambda: network_input(l_full, shape),
         "model (batch 1)": lambda: model.predict(net_in),
         "upsample_ab": lambda: upsample_ab(ab_small, shape, l_full.shape),
@@ -129,7 +129,7 @@ def pipeline_rows(*, quick: bool) -> list[Row]:
             ratio = pipeline / alone
             rows.append(Row(
                 group="colorize", figure=f"end to end {label} ({count} JPEGs, w16, batch {batch_size}, {engine})", value=pipeline, unit="images/s",
-                ceiling=alone, ceiling_label=f"images/s model only @{_padded_shape(shape)[0]}x{_padded_shape(shape)[1]}", ratio=ratio,
+                ceiling=alone, ceiling_label=f"images/s model only @{padded_shape(shape)[0]}x{padded_shape(shape)[1]}", ratio=ratio,
                 target=f">= {PIPELINE_TARGET:.0%} of model only" if has_target else "",
                 met=(ratio >= PIPELINE_TARGET) if has_target else None,
                 note="stages ms/image: " + ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in stages.items()),

@@ -21,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from portraitcolor import dataset, setfile  # noqa: E402
+from portraitcolor import loader, setfile  # noqa: E402
 from portraitcolor.device import autocast_as  # noqa: E402
 from portraitcolor.losses import mae_loss  # noqa: E402
 from portraitcolor.model import UNet, UNetConfig  # noqa: E402
 
 
 def synthetic_set(path: Path, *, count: int, size: int, seed: int = 0) -> Path:
-    """A set in dataset.py's layout filled with smooth random LAB images (realistic compression)."""
+    """A set in setfile.py's layout filled with smooth random LAB images (realistic compression)."""
     import cv2
     import h5py
 
@@ -119,9 +119,9 @@ def measure_inference(*, width: int, size: int = 128, batch_size: int = 64, step
 
 def measure_loader(path: Path, *, batch_size: int = 64, workers: int = 0, in_memory: bool = False, batches: int = 20) -> dict:
     """Images/s of the training reader alone (read, shuffle, augment, normalise)."""
-    reader = dataset.LabBatches(path, "train", batch_size=batch_size, in_memory=in_memory)
+    reader = loader.LabBatches(path, "train", batch_size=batch_size, in_memory=in_memory)
     images, started = 0, time.perf_counter()
-    for count, (l, _ab, _rows) in enumerate(dataset.loader(reader, workers=workers)):
+    for count, (l, _ab, _rows) in enumerate(loader.loader(reader, workers=workers)):
         images += len(l)
         if count + 1 >= batches:
             break

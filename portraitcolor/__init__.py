@@ -25,7 +25,7 @@ def __getattr__(name):
 
         return open_predictor
     if name == "colorize_image":
-        from .colorize import colorize_image
+        from .inference import colorize_image
 
         return colorize_image
     raise AttributeError(f"module 'portraitcolor' has no attribute {name!r}")

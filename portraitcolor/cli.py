@@ -1,14 +1,12 @@
 """The command-line interface: each command parses its options and calls one core function.
 
 torch and the core modules are imported inside the commands, so `--help` and
-`--version` answer at once. Data goes to stdout; everything for humans to stderr.
+`--version` answer at once. Data goes to stdout; everything for humans to stderr
+(terminal.py draws it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,6 +16,10 @@ import typer
 
 from . import __version__
 from .errors import PortraitcolorError, UsageError
+from .terminal import (
+    evaluate_progress, evaluation_table, prepare_progress, prepare_table,
+    redeliver_interrupts_lost_in_finalizers, report_colorize, stderr_console, tolerate_closed_stdout, train_progress,
+)
 
 app = typer.Typer(
     name="portraitcolor",
@@ -52,26 +54,9 @@ FILES_FROM_OPTION = typer.Option(None, "--files-from", metavar="FILE", help="Rea
 NULL_OPTION = typer.Option(False, "-0", "--null", help="--files-from paths are NUL-separated (find -print0).")
 
 
-def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
-class _PlainStderr:
-    """stderr off a terminal (logs, pipes) for line-by-line reports: rich, whose import is a
-    good part of the wait for one photo, is never loaded there."""
-
-    is_terminal = False
-
-    def print(self, text: str, **_options) -> None:
-        sys.stderr.write(f"{text}\n")
-        sys.stderr.flush()
-
-
 def fail(message: str, *, code: int = EXIT_FAILED) -> "typer.Exit":
     """Print one line `portraitcolor: error: ...` on stderr and return the Exit to raise."""
-    _stderr().print(f"portraitcolor: error: {message}", markup=False, soft_wrap=True)
+    stderr_console().print(f"portraitcolor: error: {message}", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -135,7 +120,7 @@ def models_list(json_output: bool = typer.Option(False, "--json", help="One JSON
     """List the models in the store; the default is marked with *."""
     import json
 
-    from .weights import WeightsStore
+    from .store import WeightsStore
 
     store = WeightsStore()
     infos = run_job(store.list)
@@ -146,7 +131,7 @@ def models_list(json_output: bool = typer.Option(False, "--json", help="One JSON
             typer.echo(json.dumps(summary))
         return
     if not infos:
-        _stderr().print(f"no models in {store.root}", markup=False)
+        stderr_console().print(f"no models in {store.root}", markup=False)
         return
     for info in infos:
         marker = "*" if info.is_default else " "
@@ -160,7 +145,7 @@ def models_show(name: str = typer.Argument(..., help="Model name (see `portraitc
     """Print a model's metadata (config, training summary, version, date) as JSON."""
     import json
 
-    from .weights import WeightsStore
+    from .store import WeightsStore
 
     info = run_job(WeightsStore().info, name)
     document = {"name": info.name, "path": str(info.path), "default": info.is_default, "sha256": info.sha256, **info.metadata}
@@ -175,7 +160,7 @@ def models_import(
     replace: bool = typer.Option(False, "--replace", help="Replace a model of the same name."),
 ) -> None:
     """Check a weights file and copy it into the store."""
-    from .weights import WeightsStore
+    from .store import WeightsStore
 
     info = run_job(WeightsStore().add_file, file, name or file.stem, set_default=default, replace=replace)
     if default:
@@ -191,7 +176,7 @@ def models_export(
 ) -> None:
     """Copy a model out of the store as a .safetensors file, or as ONNX (NAME.onnx) for other
     runtimes (an existing file only with --overwrite)."""
-    from .weights import WeightsStore
+    from .store import WeightsStore
 
     typer.echo(str(run_job(WeightsStore().export, name, destination, overwrite=overwrite)))
 
@@ -199,7 +184,7 @@ def models_export(
 @models_app.command("remove")
 def models_remove(name: str = typer.Argument(..., help="Model name.")) -> None:
     """Delete a model from the store."""
-    from .weights import WeightsStore
+    from .store import WeightsStore
 
     run_job(WeightsStore().remove, name)
 
@@ -207,7 +192,7 @@ def models_remove(name: str = typer.Argument(..., help="Model name.")) -> None:
 @models_app.command("default")
 def models_default(name: str = typer.Argument(..., help="Model name ('builtin' for the packaged model).")) -> None:
     """Make a model the default one that colorize and evaluate use."""
-    from .weights import WeightsStore
+    from .store import WeightsStore
 
     run_job(WeightsStore().set_default, name)
     _say_default(name)
@@ -215,7 +200,7 @@ def models_default(name: str = typer.Argument(..., help="Model name ('builtin' f
 
 def _say_default(name: str) -> None:
     """Every change of the default model is said, on stderr."""
-    _stderr().print(f"default model is now {name}", markup=False, soft_wrap=True)
+    stderr_console().print(f"default model is now {name}", markup=False, soft_wrap=True)
 
 
 # ---- prepare ---------------------------------------------------------------------
@@ -287,9 +272,9 @@ def prepare_command(
         backgrounds=None if backgrounds is None else str(backgrounds), composites=composites,
         crops_per_image=crops_per_image, seed=seed, repeat=repeat,
     )
-    console = _stderr()
+    console = stderr_console()
     found = run_job(collect_sources, sources or [], files_from=listed)
-    with _prepare_progress(console) as on_progress:
+    with prepare_progress(console) as on_progress:
         result = run_job(prepare, found, output, options=options, workers=workers, append=append, overwrite=overwrite, progress=on_progress)
     if report is not None:
         import json
@@ -297,47 +282,8 @@ def prepare_command(
         from .atomic import atomic_write_text
 
         run_job(atomic_write_text, report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
-    console.print(_prepare_table(result.report))
+    console.print(prepare_table(result.report))
     typer.echo(str(result.path))
-
-
-@contextlib.contextmanager
-def _prepare_progress(console):
-    """prepare's progress callback: images/s, kept and dropped on the bar."""
-    import time
-
-    columns = lambda rp: (  # noqa: E731 - called only on a terminal, where rich is imported
-        rp.TextColumn("prepare"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TextColumn("{task.fields[rate]} img/s"),
-        rp.TextColumn("kept {task.fields[kept]}, dropped {task.fields[dropped]}"), rp.TimeRemainingColumn(),
-    )
-    started = time.monotonic()
-    with _terminal_progress(console, "prepare", columns=columns, kept=0, dropped=0, rate="-") as update:
-
-        def on_state(state) -> None:
-            elapsed = time.monotonic() - started
-            rate = f"{state.seen / elapsed:.1f}" if elapsed > 0 else "-"
-            update(total=state.total, completed=state.seen, kept=state.kept, dropped=state.dropped, rate=rate)
-
-        yield on_state
-
-
-def _prepare_table(report: dict):
-    """Kept and dropped images per reason (the paper's figure 2, as a table)."""
-    from rich.table import Table
-
-    seen = max(report["seen"], 1)
-    table = Table(title=f"prepare: {report['seen']} images looked at", title_justify="left")
-    table.add_column("")
-    table.add_column("images", justify="right")
-    table.add_column("share", justify="right")
-    table.add_row("kept", str(report["kept"]), f"{100 * report['kept'] / seen:.1f}%")
-    for reason, count in report["dropped"].items():
-        table.add_row(f"dropped: {report['reasons'][reason]}", str(count), f"{100 * count / seen:.1f}%")
-    for label, count in {**report["skipped"], **report["notes"]}.items():
-        table.add_row(f"({label})", str(count), "")
-    splits = ", ".join(f"{name} {count}" for name, count in report["splits"].items())
-    table.caption = f"kept by split: {splits}; {report['set_count']} images in {report['output']}"
-    return table
 
 
 # ---- train ----------------------------------------------------------------------
@@ -397,7 +343,7 @@ def train_command(
         in_memory=in_memory, workers=workers, replace=replace, overwrite=overwrite,
     )
     try:
-        result = run_job(train, config, on_event=_train_progress(), given=_given_options(typer_context))
+        result = run_job(train, config, on_event=train_progress(), given=_given_options(typer_context))
     except TrainingInterrupted as stopped:  # checkpoint saved; the message says how to resume
         raise fail(str(stopped), code=130) from None
     if result.model_name:
@@ -419,49 +365,6 @@ def _given_options(context: typer.Context) -> set:
         for name in context.params
         if getattr(context.get_parameter_source(name), "name", None) in written
     }
-
-
-def _train_progress():
-    """Render training events on stderr: a rich bar per epoch on a terminal, else one line per epoch."""
-    from .train import EpochDone, EpochStarted, RunStarted, StepDone, describe_record
-
-    console = _stderr()
-    live = {"progress": None, "task": None}
-
-    def close_bar() -> None:
-        if live["progress"] is not None:
-            live["progress"].stop()
-            live["progress"] = None
-
-    def on_event(event) -> None:
-        if isinstance(event, RunStarted):
-            where = f"resuming at epoch {event.resumed_epoch + 1}, " if event.resumed_epoch is not None else ""
-            console.print(
-                f"training in {event.run_dir}: {where}{event.epochs} epochs of {event.steps} steps on {event.device}"
-                f" ({event.precision}, {event.world_size} process{'es' if event.world_size > 1 else ''})",
-                markup=False, soft_wrap=True,
-            )
-        elif isinstance(event, EpochStarted) and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            close_bar()
-            progress = Progress(
-                TextColumn(f"epoch {event.epoch + 1}/{event.epochs} [{event.phase}]"),
-                BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
-                console=console, transient=True,
-            )
-            live["task"] = progress.add_task("train", total=event.steps, completed=event.first_step, status="")
-            live["progress"] = progress
-            progress.start()
-        elif isinstance(event, StepDone) and live["progress"] is not None:
-            live["progress"].update(
-                live["task"], completed=event.step, status=f"loss {event.loss:.4f}  {event.images_per_s:.1f} img/s"
-            )
-        elif isinstance(event, EpochDone):
-            close_bar()
-            console.print(describe_record(event.record), markup=False, soft_wrap=True)
-
-    return on_event
 
 
 # ---- evaluate ----------------------------------------------------------------------
@@ -493,6 +396,7 @@ def evaluate(
     import json
 
     from . import evaluate as core
+    from .report import check_report_dir, write_report
 
     options = core.EvaluateOptions(
         split=None if split is EvaluateSplit.all else split.value,
@@ -502,19 +406,22 @@ def evaluate(
         limit=limit,
         hints=hints,
     )
-    console = _stderr()
+    console = stderr_console()
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
     _refuse_output_clashes({"--csv": csv_path, "--report": report}, targets)
-    run_job(core.check_outputs, csv_path=csv_path, report_dir=report, overwrite=overwrite)
+    if csv_path is not None:
+        run_job(core.check_csv_path, csv_path, overwrite=overwrite)
+    if report is not None:
+        run_job(check_report_dir, report, overwrite=overwrite)
     models = run_job(core.load_models, model)
 
     def on_failure(source: str, reason: str) -> None:
         console.print(f"portraitcolor: error: {source}: {reason}", markup=False, soft_wrap=True)
 
-    with _evaluate_progress(console) as on_progress:
+    with evaluate_progress(console) as on_progress:
         evaluation = run_job(core.evaluate, targets, models=models, options=options, on_progress=on_progress, on_failure=on_failure)
-    console.print(_evaluation_table(evaluation, core))
+    console.print(evaluation_table(evaluation, core))
     for note in evaluation.notes:
         console.print(f"note: {note}", markup=False, soft_wrap=True)
     rate = evaluation.count / evaluation.seconds if evaluation.seconds > 0 else float("inf")
@@ -522,33 +429,12 @@ def evaluate(
     if csv_path is not None:
         run_job(core.write_csv, evaluation, csv_path, overwrite=overwrite)
     if report is not None:
-        page = run_job(core.write_report, evaluation, report, targets=targets, models=models, options=options, overwrite=overwrite)
+        page = run_job(write_report, evaluation, report, targets=targets, models=models, options=options, overwrite=overwrite)
         console.print(f"report: {page}", markup=False)
     if json_output:
         typer.echo(json.dumps(core.json_document(evaluation), indent=2))
     if evaluation.failures:
         raise typer.Exit(EXIT_FAILED)
-
-
-def _evaluation_table(evaluation, core):
-    from rich.table import Table
-
-    header, rows = core.summary_table(evaluation)
-    title = f"{evaluation.count} images of {evaluation.target}" + (f" ({evaluation.split})" if evaluation.split else "")
-    table = Table(title=title, caption=core.TABLE_LEGEND)
-    for i, name in enumerate(header):
-        style = "bold" if name in evaluation.model_labels else None
-        table.add_column(name, justify="left" if i == 0 else "right", style=style, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-@contextlib.contextmanager
-def _evaluate_progress(console):
-    """evaluate's progress callback: images done of the total."""
-    with _terminal_progress(console, "evaluating") as update:
-        yield lambda done, total: update(completed=done, total=total)
 
 
 # ---- colorize --------------------------------------------------------------------
@@ -600,7 +486,7 @@ def colorize(
         run_job(check_takes_hints, predictor)
     jobs = plan_jobs(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=sys.stdin.buffer.read)
     results = colorize_jobs(jobs, predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing, hints=hints)
-    failures = _report_colorize(results, json_output=json_output)
+    failures = report_colorize(results, json_output=json_output)
     if failures:
         raise typer.Exit(EXIT_FAILED)
 
@@ -630,60 +516,6 @@ def _read_files_from(source: str, *, null: bool) -> list:
     return read_file_list(data, nul=null)
 
 
-def _report_colorize(results, *, json_output: bool) -> int:
-    """Print results as they come (data to stdout, problems to stderr); return the failure count."""
-    import json
-
-    console = _stderr() if sys.stderr.isatty() else _PlainStderr()
-    failures = 0
-    with _terminal_progress(console, "colorizing") as update:
-        for result in results:
-            update(advance=1)
-            if not result.ok:
-                failures += 1
-                console.print(f"portraitcolor: {result.job.label}: {result.error}", markup=False, soft_wrap=True)
-                continue
-            if result.skipped:
-                console.print(f"portraitcolor: {result.job.label}: skipped, {result.output} exists", markup=False, soft_wrap=True)
-            elif result.image_bytes is not None:
-                sys.stdout.buffer.write(result.image_bytes)
-                sys.stdout.buffer.flush()
-                continue
-            if json_output:
-                record = {"input": result.job.label, "output": result.output, "width": result.width, "height": result.height, "seconds": round(result.seconds, 4), "skipped": result.skipped}
-                typer.echo(json.dumps(record))
-            elif not result.skipped:
-                echo_path(result.output)
-    return failures
-
-
-def echo_path(path) -> None:
-    """A path on stdout as the file system's bytes: names that are not UTF-8 survive pipes."""
-    sys.stdout.buffer.write(os.fsencode(path) + b"\n")
-    sys.stdout.buffer.flush()
-
-
-@contextlib.contextmanager
-def _terminal_progress(console, description: str, *, columns=None, **fields):
-    """Yield update(**task_changes) for a transient rich progress bar on stderr when it is a
-    terminal; elsewhere (logs, pipes) an update that does nothing.
-
-    columns: a function of the rich.progress module giving the bar's columns (rich is
-    imported only when a bar is shown, so that pipelines never pay for it).
-    """
-    if not console.is_terminal:
-        yield lambda **changes: None
-        return
-    from rich import progress as rp
-
-    chosen = columns(rp) if columns else (
-        rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn(),
-    )
-    with rp.Progress(*chosen, console=console, transient=True) as bar:
-        task = bar.add_task(description, total=None, **fields)
-        yield lambda **changes: bar.update(task, **changes)
-
-
 # Registered last so that `portraitcolor --help` lists the jobs first, in the order they are used.
 app.add_typer(models_app, name="models")
 
@@ -694,8 +526,8 @@ def main() -> None:
     # SIGTERM (kill, a scheduler's time limit) takes the Ctrl-C path, so cleanup runs:
     # temporary files are removed and only complete outputs remain.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    _tolerate_closed_stdout()
-    _redeliver_interrupts_lost_in_finalizers()
+    tolerate_closed_stdout()
+    redeliver_interrupts_lost_in_finalizers()
     try:
         app(prog_name="portraitcolor")
     except KeyboardInterrupt:  # came after the command had handled its own: nothing is half-done
@@ -705,76 +537,3 @@ def main() -> None:
         # own shutdown (torch's exit handlers) would only print a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _redeliver_interrupts_lost_in_finalizers() -> None:
-    """A Ctrl-C or SIGTERM that lands while Python runs a finalizer (a weakref callback during
-    garbage collection) is raised there, where Python prints it as "Exception ignored" with a
-    traceback and drops it: the job would go on as if never interrupted. Deliver it again at
-    the next point where the job can take it, silently."""
-    import _thread
-    import threading
-
-    previous = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            # From another thread, a moment later: raised in the hook it would be dropped again.
-            timer = threading.Timer(0.05, _thread.interrupt_main)
-            timer.daemon = True
-            timer.start()
-            return
-        previous(unraisable)
-
-    sys.unraisablehook = hook
-
-
-class _ClosedPipeTolerantStdout(io.RawIOBase):
-    """File descriptor 1 for a reader that may go away (`portraitcolor ... | head -1`).
-
-    When the reader closes the pipe, the rest of stdout goes to /dev/null and the job goes on:
-    the files it is writing are finished (colorize's outputs, a trained model), which is what
-    the user ran it for; stdout lines were only the report. No BrokenPipeError traceback,
-    and the exit status is the job's own.
-    """
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def isatty(self) -> bool:
-        return os.isatty(self._fd)
-
-    def write(self, data) -> int:
-        try:
-            return os.write(self._fd, data)
-        except BrokenPipeError:
-            # Later writers to fd 1 (a child process, C code) find a quiet sink as well.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._fd)
-            os.close(devnull)
-            return len(data)
-
-
-def _tolerate_closed_stdout() -> None:
-    """Put a sys.stdout over _ClosedPipeTolerantStdout in place: one place for every command,
-    typer.echo and sys.stdout.buffer writers alike. A terminal never closes like a pipe."""
-    stream = sys.stdout
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return  # no real stdout (embedded, pythonw): nothing to protect
-    if os.isatty(fd):
-        return
-    stream.flush()
-    buffered = io.BufferedWriter(_ClosedPipeTolerantStdout(fd))
-    sys.stdout = io.TextIOWrapper(
-        buffered, encoding=stream.encoding, errors=stream.errors,
-        line_buffering=stream.line_buffering, write_through=getattr(stream, "write_through", False),
-    )

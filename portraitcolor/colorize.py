@@ -1,13 +1,10 @@
-"""Inference over pictures, files, folders and streams.
+"""The file pipeline: inputs, folders, lists and streams in, output files (or bytes) out.
 
-The network sees a small copy of the luminance (the render size, by default the size it
-was trained at); its ab prediction is upsampled and joined with the ORIGINAL full-resolution
-L, so the output is as sharp as the input and keeps its exact lightness.
-
-Files flow through a small pipeline: a thread pool decodes ahead, the main thread batches
-pictures of equal render shape through the network, and the pool converts and writes the
-results, so decoding, inference and encoding overlap (numpy, OpenCV and Pillow release the
-GIL for their heavy work).
+Inputs become jobs (output naming, distinct outputs, nothing written outside -O), and files
+flow through a small pipeline: a thread pool decodes ahead, the main thread batches
+pictures of equal render shape through the network (inference.py), and the pool converts
+and writes the results atomically, so decoding, inference and encoding overlap (numpy,
+OpenCV and Pillow release the GIL for their heavy work).
 """
 
 from __future__ import annotations
@@ -22,141 +19,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 
-from . import lab
+from . import images, lab
 from .atomic import atomic_output, cut_utf8, file_identity
 from .errors import PortraitcolorError
-from .hints import HintError, Hints, as_hints, predict_following
-from .inference import SIDE_MULTIPLE, Predictor, as_predictor, check_takes_hints, open_predictor
+from .hints import HintError, Hints, predict_following
+from .inference import Predictor, as_predictor, check_takes_hints, hint_batch, join_to_rgb, network_input, padded_shape, render_shape, upsample_ab
 from .inputs import image_files
 
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
-# Rows converted at a time when building the output, bounding float temporaries.
-_STRIP_ROWS = 512
-# The network input's long side is at most this many render sizes: a 1x2000 strip would
-# otherwise become a 128x256000 input (gigabytes). Beyond it the short side is rendered
-# below the render size; the colour is upsampled to full resolution anyway.
-MAX_RENDER_ASPECT = 8
-_FORMATS_WITH_ALPHA = {"PNG", "WEBP", "TIFF", "GIF"}
-# What each output format can carry on from the input (Pillow ignores the rest or fails).
-_FORMATS_WITH_ICC = {"JPEG", "PNG", "TIFF", "WEBP"}
-_FORMATS_WITH_EXIF = {"JPEG", "PNG", "TIFF", "WEBP"}
-_FORMATS_WITH_DPI = {"JPEG", "PNG", "TIFF", "BMP"}
-# Modes Pillow writes as PNG; others (float, 32-bit, CMYK) go through TIFF in colorize_image.
-_PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}
 # Used when the file system cannot say how long a name may be (Linux and macOS: 255 bytes).
 _DEFAULT_NAME_MAX = 255
 
 
 class ColorizeError(PortraitcolorError):
     """A per-input failure with a one-line reason (the file is named by the caller)."""
-
-
-# ---- the model on one picture ----------------------------------------------------
-
-
-def render_shape(height: int, width: int, render_size: int) -> tuple[int, int]:
-    """The (height, width) the network sees: short side = render_size, aspect kept, and the
-    long side at most MAX_RENDER_ASPECT * render_size (extreme strips get a thinner input)."""
-    scale = min(render_size / min(height, width), MAX_RENDER_ASPECT * render_size / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def _padded(side: int) -> int:
-    return -(-side // SIDE_MULTIPLE) * SIDE_MULTIPLE
-
-
-def network_input(l_full: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Full-resolution L (H, W) in 0..100 -> (1, h', w') in 0..1, h', w' padded to x16.
-
-    Padding reflects the border instead of adding flat grey, which the network would
-    read as a background and colour as one.
-    """
-    height, width = shape
-    small = cv2.resize(l_full, (width, height), interpolation=cv2.INTER_AREA)
-    pad_bottom, pad_right = _padded(height) - height, _padded(width) - width
-    if pad_bottom or pad_right:
-        small = cv2.copyMakeBorder(small, 0, pad_bottom, 0, pad_right, cv2.BORDER_REFLECT_101)
-    return lab.l_to_net(small)[None].astype(np.float32)
-
-
-def upsample_ab(ab_small: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """(2, h', w') padded prediction -> (H, W, 2) at full resolution (padding cropped)."""
-    height, width = shape
-    ab = np.ascontiguousarray(ab_small[:, :height, :width].transpose(1, 2, 0))
-    return cv2.resize(ab, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-
-
-def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> np.ndarray:
-    """Full-res L (H, W) + ab (H, W, 2) -> RGB (H, W, 3), converted in strips of rows."""
-    height, width = l_full.shape
-    out = np.empty((height, width, 3), np.uint8 if as_uint8 else np.float32)
-    for top in range(0, height, _STRIP_ROWS):
-        rows = slice(top, top + _STRIP_ROWS)
-        strip = cv2.merge([l_full[rows], ab_full[rows]])
-        out[rows] = lab.lab_to_srgb8(strip) if as_uint8 else lab.lab_to_rgb(strip)
-    return out
-
-
-def colorize_picture(model, picture: lab.Picture, *, render_size: int | None = None, hints=None) -> np.ndarray:
-    """A decoded picture -> colour RGB float32 (H, W, 3) in 0..1 at the picture's resolution.
-
-    model: an inference.Predictor, or a torch UNet (run on its own device). hints: a
-    hints.Hints, or "X,Y=COLOUR" strings, for a hint-aware model."""
-    predictor = as_predictor(model)
-    hints = as_hints(hints)
-    if hints:
-        check_takes_hints(predictor)
-        hints.check(picture.width, picture.height)
-    l_full = lab.rgb_to_l(picture.rgb)
-    shape = render_shape(*l_full.shape, render_size or predictor.render_size)
-    ab_small = predict_following(predictor, network_input(l_full, shape)[None], _hint_batch([(l_full.shape, shape)], hints))[0]
-    return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), as_uint8=False)
-
-
-def colorize_image(image, model=None, *, render_size: int | None = None, device: str = "cpu", hints=None) -> Image.Image:
-    """Colorize a path, bytes, PIL image or RGB array; returns a PIL image (alpha kept).
-
-    model: a torch UNet (load_model), an inference.Predictor (open_predictor), or None for
-    the default model on `device` (the CPU: its ONNX form through OpenCV, without torch).
-    hints: colours you know, as "X,Y=COLOUR" strings (pixels, or fractions with a decimal
-    point: "0.5,0.8=navy") or a hints.Hints, for a hint-aware model.
-
-    Its info holds what a file written from it should carry: "icc_profile" (sRGB, the
-    space of its pixels), and the input's "exif" (orientation reset) and "dpi" if any;
-    pass them to save(), e.g. `out.save(p, icc_profile=out.info["icc_profile"])`.
-    """
-    model = model if model is not None else open_predictor(device=device)
-    if isinstance(image, Image.Image):
-        image = _as_file_bytes(image)
-    if isinstance(image, np.ndarray):
-        rgb = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-        picture = lab.Picture(rgb=np.repeat(rgb[..., None], 3, 2) if rgb.ndim == 2 else rgb[..., :3])
-    else:
-        picture = lab.read_image(image)
-    rgb = colorize_picture(model, picture, render_size=render_size, hints=hints)
-    out = _to_pil(np.rint(rgb * 255.0).astype(np.uint8), picture.alpha)
-    carried = {"icc_profile": lab.srgb_icc(), "exif": picture.exif, "dpi": picture.dpi}
-    out.info.update({key: value for key, value in carried.items() if value})
-    return out
-
-
-def _as_file_bytes(image: Image.Image) -> bytes:
-    """A PIL image as file bytes for read_image, its ICC profile (in info) kept so that it is
-    converted like a file's; PNG loses nothing for its modes, TIFF holds float and 32-bit."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG" if image.mode in _PNG_MODES else "TIFF")
-    return buffer.getvalue()
-
-
-def _to_pil(rgb8: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
-    if alpha is None:
-        return Image.fromarray(rgb8, "RGB")
-    alpha8 = np.rint(alpha * 255.0).astype(np.uint8)
-    return Image.fromarray(np.concatenate([rgb8, alpha8[..., None]], axis=2), "RGBA")
 
 
 # ---- jobs: which inputs, which outputs ---------------------------------------------
@@ -307,87 +185,43 @@ class _Decoded:
     format: str | None = None
     started: float = 0.0
     error: str | None = None
-    exif: bytes | None = None  # the input's, to carry on to the output (see lab.Picture)
+    exif: bytes | None = None  # the input's, to carry on to the output (see images.Picture)
     dpi: tuple[float, float] | None = None
 
 
 def _decode(job: Job, *, max_pixels: int) -> _Decoded:
     started = time.perf_counter()
     try:
-        picture = lab.read_lightness(job.data if job.source is None else job.source, max_pixels=max_pixels)
-    except lab.ImageReadError as error:
+        picture = images.read_lightness(job.data if job.source is None else job.source, max_pixels=max_pixels)
+    except images.ImageReadError as error:
         return _Decoded(job, error=str(error), started=started)
     return _Decoded(job, picture.l, picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi)
 
 
 def _output_format(job: Job, decoded: _Decoded) -> str:
     if job.output is not None:
-        known = _format_of_suffix(job.output.suffix.lower())
+        known = images.format_of_suffix(job.output.suffix.lower())
         if known:
             return known
     return decoded.format or "PNG"
-
-
-def _format_of_suffix(suffix: str) -> str | None:
-    """Pillow's format for an output suffix. The common formats' plugins are loaded with
-    Pillow; all of them (70 ms of start-up) only for a suffix those do not know."""
-    Image.preinit()
-    return Image.EXTENSION.get(suffix) or Image.registered_extensions().get(suffix)
-
-
-def _encode(image: Image.Image, file_format: str, target, *, exif: bytes | None = None, dpi=None) -> None:
-    """Write the image, tagged sRGB and with the input's EXIF and DPI where the format
-    holds them. Metadata the format cannot take (EXIF over JPEG's 64 KiB segment, a
-    resolution out of range) must not cost the user the photo: it is then left out."""
-    if file_format not in _FORMATS_WITH_ALPHA and image.mode == "RGBA":
-        image = image.convert("RGB")
-    options = {"quality": 95} if file_format in ("JPEG", "WEBP") else {}
-    metadata = _save_metadata(file_format, exif=exif, dpi=dpi)
-    try:
-        image.save(target, format=file_format, **options, **metadata)
-    except Exception:  # noqa: BLE001 - Pillow's writers fail in many ways on odd metadata
-        profile_only = {key: value for key, value in metadata.items() if key == "icc_profile"}
-        if profile_only == metadata:  # nothing of the input's to leave out: a real failure
-            raise
-        _rewind(target)
-        image.save(target, format=file_format, **options, **profile_only)
-
-
-def _save_metadata(file_format: str, *, exif: bytes | None, dpi) -> dict:
-    """Pillow save() options for the metadata that the format can carry."""
-    metadata = {}
-    if lab.srgb_icc() and file_format in _FORMATS_WITH_ICC:
-        metadata["icc_profile"] = lab.srgb_icc()
-    if exif and file_format in _FORMATS_WITH_EXIF:
-        metadata["exif"] = exif
-    if dpi and file_format in _FORMATS_WITH_DPI:
-        metadata["dpi"] = dpi
-    return metadata
-
-
-def _rewind(target) -> None:
-    # A path is opened afresh (and truncated) by the next save; a buffer must be emptied.
-    if hasattr(target, "truncate"):
-        target.seek(0)
-        target.truncate()
 
 
 def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> Result:
     job = decoded.job
     try:
         ab_full = upsample_ab(ab_small, shape, decoded.l_full.shape)
-        image = _to_pil(join_to_rgb(decoded.l_full, ab_full, as_uint8=True), decoded.alpha)
+        image = images.to_pil(join_to_rgb(decoded.l_full, ab_full, as_uint8=True), decoded.alpha)
         del ab_full
         file_format = _output_format(job, decoded)
         metadata = {"exif": decoded.exif, "dpi": decoded.dpi}
         if job.output is None:
             buffer = io.BytesIO()
-            _encode(image, file_format, buffer, **metadata)
+            images.encode(image, file_format, buffer, **metadata)
             payload = buffer.getvalue()
         else:
             payload = None
             with atomic_output(job.output) as temporary:
-                _encode(image, file_format, temporary, **metadata)
+                images.encode(image, file_format, temporary, **metadata)
     except (OSError, ValueError, KeyError) as error:
         return Result(job, ok=False, error=f"cannot write output: {error}")
     height, width = decoded.l_full.shape
@@ -425,7 +259,7 @@ def colorize_jobs(
     *,
     render_size: int | None = None,
     batch_size: int = 8,
-    max_pixels: int = lab.DEFAULT_MAX_PIXELS,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
     skip_existing: bool = False,
     io_threads: int = 2,
@@ -471,7 +305,7 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
         if not batch:
             return
         inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
-        predictions = predict_following(predictor, inputs, _hint_batch([(decoded.l_full.shape, shape) for decoded, shape in batch], hints))
+        predictions = predict_following(predictor, inputs, hint_batch([(decoded.l_full.shape, shape) for decoded, shape in batch], hints))
         for (decoded, shape), ab_small in zip(batch, predictions):
             finishing.append(pool.submit(_finish, decoded, ab_small, shape))
         batch.clear()
@@ -500,7 +334,7 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
                 finishing.append(Result(decoded.job, ok=False, error=problem))
                 yield from drain(wait_all=False)
                 continue
-            if batch and _padded_shape(batch[0][1]) != _padded_shape(shape):
+            if batch and padded_shape(batch[0][1]) != padded_shape(shape):
                 flush()
             batch.append((decoded, shape))
             if len(batch) >= batch_size:
@@ -508,13 +342,6 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
         yield from drain(wait_all=False)
     flush()
     yield from drain(wait_all=True)
-
-
-def _hint_batch(items: list[tuple[tuple[int, int], tuple[int, int]]], hints: Hints | None) -> np.ndarray | None:
-    """(B, HINT_CHANNELS, h, w) for photos of the given (size, render shape), or None: no hints."""
-    if not hints:
-        return None
-    return np.stack([hints.channels(size, shape, _padded_shape(shape)) for size, shape in items])
 
 
 def _hint_problem(hints: Hints | None, size: tuple[int, int]) -> str | None:
@@ -525,10 +352,6 @@ def _hint_problem(hints: Hints | None, size: tuple[int, int]) -> str | None:
     except HintError as error:
         return str(error)
     return None
-
-
-def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    return _padded(shape[0]), _padded(shape[1])
 
 
 def _done(item: Future | Result) -> bool:

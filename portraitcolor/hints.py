@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import ImageColor
 
-from . import lab
+from . import images, lab
 from .errors import UsageError
 
 HINT_CHANNELS = 3  # a, b, mask
@@ -165,10 +165,10 @@ def read_scribble(path: str | os.PathLike) -> ScribbleHint:
     return ScribbleHint(lab.rgb_to_lab(rgb)[..., 1:], weight, str(path))
 
 
-def _read_scribble_picture(path) -> lab.Picture:
+def _read_scribble_picture(path) -> images.Picture:
     try:
-        return lab.read_image(path)
-    except lab.ImageReadError as error:
+        return images.read_image(path)
+    except images.ImageReadError as error:
         raise HintError(f"{path}: {error}") from None
 
 

@@ -1,4 +1,10 @@
-"""The network as one function, L in, ab out, on one of two engines.
+"""The model on one picture: the network as one function, L in, ab out, on one of two
+engines, and the steps around it that colour a photo at its full resolution.
+
+The network sees a small copy of the luminance (the render size, by default the size it
+was trained at); its ab prediction is upsampled and joined with the ORIGINAL full-resolution
+L, so the output is as sharp as the input and keeps its exact lightness. colorize.py runs
+these steps over files in batches; evaluate colours its photos with colorize_picture.
 
 On the CPU a stored model runs in its ONNX form through OpenCV's DNN module: no torch is
 imported, which is most of the wait for one photo (importing torch alone takes longer than
@@ -10,20 +16,31 @@ Both engines give the same colours to well within one CIELAB unit (a test holds 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import platform
 import sys
 from collections.abc import Iterator
 from typing import Protocol
 
+import cv2
 import numpy as np
+from PIL import Image
 
-from . import lab
+from . import images, lab
 from .errors import PortraitcolorError
-from .hints import HINT_CHANNELS, HintError
+from .hints import HINT_CHANNELS, HintError, Hints, as_hints, predict_following
 
 # Four halvings between the U-Net's five encoder stages: input sides must divide by this.
 SIDE_MULTIPLE = 16
+# Rows converted at a time when building the output, bounding float temporaries.
+_STRIP_ROWS = 512
+# The network input's long side is at most this many render sizes: a 1x2000 strip would
+# otherwise become a 128x256000 input (gigabytes). Beyond it the short side is rendered
+# below the render size; the colour is upsampled to full resolution anyway.
+MAX_RENDER_ASPECT = 8
+# Modes Pillow writes as PNG; others (float, 32-bit, CMYK) go through TIFF in colorize_image.
+_PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}
 
 
 class InferenceError(PortraitcolorError):
@@ -51,13 +68,11 @@ class OnnxPredictor:
     """A model's ONNX form run by OpenCV's DNN module on the CPU."""
 
     def __init__(self, onnx_bytes: bytes, *, name: str, render_size: int, takes_hints: bool = False) -> None:
-        import cv2
-
         self.name, self.render_size, self.takes_hints = name, render_size, takes_hints
         try:
             self._net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
         except cv2.error as error:
-            raise InferenceError(f"model {name}: OpenCV cannot read its ONNX form ({lab.first_line(error)})") from None
+            raise InferenceError(f"model {name}: OpenCV cannot read its ONNX form ({images.first_line(error)})") from None
 
     def predict(self, batch: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
         self._net.setInput(network_inputs(self, batch, hints))
@@ -87,7 +102,7 @@ def accelerator_present() -> bool:
 def open_predictor(spec: str | os.PathLike | None = None, *, device: str = "auto") -> Predictor:
     """The model named by `spec` (a store name, a .safetensors path, None: the default) on the
     engine `device` asks for. A stored model on the CPU runs without torch."""
-    from .weights import WeightsStore, is_path_spec
+    from .store import WeightsStore, is_path_spec
 
     on_torch = uses_torch(device)
     if not on_torch and not (spec is not None and is_path_spec(spec)):
@@ -130,3 +145,112 @@ def check_takes_hints(predictor: Predictor) -> None:
             f"model {predictor.name} takes no hints: it was trained without --hints "
             "(train one with `portraitcolor train SET.h5 --hints --init builtin`, or pick one with -m)"
         )
+
+
+# ---- the model on one picture ----------------------------------------------------
+
+
+def render_shape(height: int, width: int, render_size: int) -> tuple[int, int]:
+    """The (height, width) the network sees: short side = render_size, aspect kept, and the
+    long side at most MAX_RENDER_ASPECT * render_size (extreme strips get a thinner input)."""
+    scale = min(render_size / min(height, width), MAX_RENDER_ASPECT * render_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def padded(side: int) -> int:
+    """A side rounded up to the next multiple of SIDE_MULTIPLE."""
+    return -(-side // SIDE_MULTIPLE) * SIDE_MULTIPLE
+
+
+def network_input(l_full: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Full-resolution L (H, W) in 0..100 -> (1, h', w') in 0..1, h', w' padded to x16.
+
+    Padding reflects the border instead of adding flat grey, which the network would
+    read as a background and colour as one.
+    """
+    height, width = shape
+    small = cv2.resize(l_full, (width, height), interpolation=cv2.INTER_AREA)
+    pad_bottom, pad_right = padded(height) - height, padded(width) - width
+    if pad_bottom or pad_right:
+        small = cv2.copyMakeBorder(small, 0, pad_bottom, 0, pad_right, cv2.BORDER_REFLECT_101)
+    return lab.l_to_net(small)[None].astype(np.float32)
+
+
+def upsample_ab(ab_small: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """(2, h', w') padded prediction -> (H, W, 2) at full resolution (padding cropped)."""
+    height, width = shape
+    ab = np.ascontiguousarray(ab_small[:, :height, :width].transpose(1, 2, 0))
+    return cv2.resize(ab, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> np.ndarray:
+    """Full-res L (H, W) + ab (H, W, 2) -> RGB (H, W, 3), converted in strips of rows."""
+    height, width = l_full.shape
+    out = np.empty((height, width, 3), np.uint8 if as_uint8 else np.float32)
+    for top in range(0, height, _STRIP_ROWS):
+        rows = slice(top, top + _STRIP_ROWS)
+        strip = cv2.merge([l_full[rows], ab_full[rows]])
+        out[rows] = lab.lab_to_srgb8(strip) if as_uint8 else lab.lab_to_rgb(strip)
+    return out
+
+
+def colorize_picture(model, picture: images.Picture, *, render_size: int | None = None, hints=None) -> np.ndarray:
+    """A decoded picture -> colour RGB float32 (H, W, 3) in 0..1 at the picture's resolution.
+
+    model: a Predictor, or a torch UNet (run on its own device). hints: a
+    hints.Hints, or "X,Y=COLOUR" strings, for a hint-aware model."""
+    predictor = as_predictor(model)
+    hints = as_hints(hints)
+    if hints:
+        check_takes_hints(predictor)
+        hints.check(picture.width, picture.height)
+    l_full = lab.rgb_to_l(picture.rgb)
+    shape = render_shape(*l_full.shape, render_size or predictor.render_size)
+    ab_small = predict_following(predictor, network_input(l_full, shape)[None], hint_batch([(l_full.shape, shape)], hints))[0]
+    return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), as_uint8=False)
+
+
+def colorize_image(image, model=None, *, render_size: int | None = None, device: str = "cpu", hints=None) -> Image.Image:
+    """Colorize a path, bytes, PIL image or RGB array; returns a PIL image (alpha kept).
+
+    model: a torch UNet (load_model), a Predictor (open_predictor), or None for
+    the default model on `device` (the CPU: its ONNX form through OpenCV, without torch).
+    hints: colours you know, as "X,Y=COLOUR" strings (pixels, or fractions with a decimal
+    point: "0.5,0.8=navy") or a hints.Hints, for a hint-aware model.
+
+    Its info holds what a file written from it should carry: "icc_profile" (sRGB, the
+    space of its pixels), and the input's "exif" (orientation reset) and "dpi" if any;
+    pass them to save(), e.g. `out.save(p, icc_profile=out.info["icc_profile"])`.
+    """
+    model = model if model is not None else open_predictor(device=device)
+    if isinstance(image, Image.Image):
+        image = _as_file_bytes(image)
+    if isinstance(image, np.ndarray):
+        rgb = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+        picture = images.Picture(rgb=np.repeat(rgb[..., None], 3, 2) if rgb.ndim == 2 else rgb[..., :3])
+    else:
+        picture = images.read_image(image)
+    rgb = colorize_picture(model, picture, render_size=render_size, hints=hints)
+    out = images.to_pil(np.rint(rgb * 255.0).astype(np.uint8), picture.alpha)
+    carried = {"icc_profile": images.srgb_icc(), "exif": picture.exif, "dpi": picture.dpi}
+    out.info.update({key: value for key, value in carried.items() if value})
+    return out
+
+
+def _as_file_bytes(image: Image.Image) -> bytes:
+    """A PIL image as file bytes for read_image, its ICC profile (in info) kept so that it is
+    converted like a file's; PNG loses nothing for its modes, TIFF holds float and 32-bit."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if image.mode in _PNG_MODES else "TIFF")
+    return buffer.getvalue()
+
+
+def hint_batch(items: list[tuple[tuple[int, int], tuple[int, int]]], hints: Hints | None) -> np.ndarray | None:
+    """(B, HINT_CHANNELS, h, w) for photos of the given (size, render shape), or None: no hints."""
+    if not hints:
+        return None
+    return np.stack([hints.channels(size, shape, padded_shape(shape)) for size, shape in items])
+
+
+def padded_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    return padded(shape[0]), padded(shape[1])

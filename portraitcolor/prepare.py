@@ -3,7 +3,7 @@
     sources -> (worker processes) decode, filter, crop, resize, LAB -> (parent) dedupe, write
 
 Every image that is not kept is counted under one reason, the first filter that
-rejects it, in the order of REASONS; the counts form the filter report that is
+rejects it, in the order of filters.REASONS; the counts form the filter report that is
 stored in the set and returned to the caller.
 
 The set is written to a temporary file beside the target and renamed when complete,
@@ -21,7 +21,6 @@ import dataclasses
 import errno
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -38,24 +37,15 @@ import numpy as np
 
 from . import __version__, setfile, variants
 from .atomic import atomic_output
+from .dedupe import HashIndex, existing_hashes, perceptual_hash
 from .errors import PortraitcolorError
 from .faces import DEFAULT_MARGIN
+from .filters import REASONS, Dropped, RunCounts, add_reports, content_rejection, drop_summary
 from .inputs import image_files, utf8_name
-from .lab import DEFAULT_MAX_PIXELS, ImageReadError, encode_lab8, read_image_reduced, rgb_to_lab
-from .setfile import PHASHES, SetWriter, seal
+from .images import DEFAULT_MAX_PIXELS, ImageReadError, read_image_reduced
+from .lab import encode_lab8, rgb_to_lab
+from .setfile import SetWriter, seal
 
-# Reasons an image is dropped, in the order the filters run, with the words for humans.
-REASONS = {
-    "unreadable": "unreadable, truncated or not an image",
-    "too-large": "too large (decompression-bomb guard)",
-    "too-small": "too small",
-    "imdb-faces": "IMDB metadata: not exactly one clear face",
-    "blank": "blank or near-uniform",
-    "placeholder": "placeholder or flat graphic (few tones)",
-    "grayscale": "grayscale or tinted monochrome",
-    "no-face": "no face found",
-    "duplicate": "duplicate of a kept image",
-}
 SKIPPED_PRESENT = "already in the set"
 SKIPPED_BACKGROUND = "background unreadable (not used)"
 # --repeat is stored as uint8; more than this would let one source swamp an epoch anyway.
@@ -65,9 +55,7 @@ NOTE_FACE_FALLBACK = "face crop fell back to center (no face found)"
 CROP_MODES = ("center", "face", "none", "random")
 # The name of a variant in the set: the photo's name, then what was made of it.
 _VARIANT_SUFFIX = re.compile(r"(#composite-\d+)?(#crop-\d+)?$")
-# Lightness histogram bins used to take out the colour that lightness explains (see _colorfulness).
-_L_BINS = 32
-# Big JPEGs are decoded at a reduced scale (see lab.read_image_reduced) keeping the
+# Big JPEGs are decoded at a reduced scale (see images.read_image_reduced) keeping the
 # shorter side at least this many times the set's size: twice the size leaves the area
 # filter real pixels to average; a face crop is a part of the frame, so it gets more.
 _DECODE_FACTOR = 2
@@ -190,51 +178,6 @@ def is_report_of(report: Path, output: Path) -> bool:
     return isinstance(earlier, dict) and earlier.get("output") == utf8_name(str(output))
 
 
-# ---- IMDB-WIKI metadata ------------------------------------------------------------
-
-
-def load_imdb_meta(mat_path: str | os.PathLike, *, min_face_score: float) -> dict[str, bool]:
-    """Map each full_path of an imdb.mat / wiki.mat to whether it shows exactly one clear face.
-
-    As the dataset's authors advise: face_score finite and at least min_face_score
-    (-inf means no face was found) and second_face_score NaN (no second face).
-    """
-    try:
-        from scipy.io import loadmat
-    except ImportError:
-        raise PrepareError("--imdb-meta needs scipy: pip install 'portraitcolor[imdb]'") from None
-    try:
-        mat = loadmat(mat_path, squeeze_me=True, struct_as_record=False)
-    except (OSError, ValueError, TypeError) as error:
-        raise PrepareError(f"{mat_path}: cannot read IMDB-WIKI metadata ({error})") from None
-    keys = [key for key in mat if not key.startswith("__")]
-    if not keys:
-        raise PrepareError(f"{mat_path}: no metadata struct in the file")
-    table = mat[keys[0]]
-    try:
-        paths = np.atleast_1d(table.full_path)
-        first = np.atleast_1d(table.face_score).astype(np.float64)
-        second = np.atleast_1d(table.second_face_score).astype(np.float64)
-    except AttributeError as error:
-        raise PrepareError(f"{mat_path}: not an IMDB-WIKI metadata file ({error})") from None
-    clear = np.isfinite(first) & (first >= min_face_score) & np.isnan(second)
-    return {str(path): bool(ok) for path, ok in zip(paths, clear)}
-
-
-def _imdb_verdicts(sources: list[Source], options: PrepareOptions) -> dict[str, bool]:
-    """Face verdicts for the folder sources, from the imdb.mat / wiki.mat in each folder."""
-    verdicts: dict[str, bool] = {}
-    for root in dict.fromkeys(source.root for source in sources if source.root is not None):
-        candidates = [root / "imdb.mat", root / "wiki.mat"]
-        mat = next((candidate for candidate in candidates if candidate.is_file()), None)
-        if mat is None:
-            raise PrepareError(f"--imdb-meta: no imdb.mat or wiki.mat in {root}")
-        verdicts.update(load_imdb_meta(mat, min_face_score=options.min_face_score))
-    if not verdicts:
-        raise PrepareError("--imdb-meta needs a folder source (an imdb_crop or wiki_crop folder)")
-    return verdicts
-
-
 # ---- one image (runs in a worker process) ------------------------------------------
 
 
@@ -244,13 +187,6 @@ class Kept:
     phash: int
     face_fallback: bool
     suffix: str = ""  # what was made of the photo: "" for the photo itself, "#crop-2", ...
-
-
-@dataclass(frozen=True)
-class Dropped:
-    reason: str
-    detail: str
-    suffix: str = ""
 
 
 @dataclass(frozen=True)
@@ -298,7 +234,7 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
     # variant of a duplicate with it.
     base = faces.center_square(height, width) if options.crop == "random" else squares[""]
     base_lab = _small_lab(rgb, base, size)
-    rejection = _content_rejection(base_lab, options)
+    rejection = content_rejection(base_lab, options)
     if rejection is not None:
         return [rejection]
     if options.require_face and face is None:
@@ -342,7 +278,7 @@ def _small_lab(rgb: np.ndarray, square, size: int) -> np.ndarray:
 
 
 def _set_image(lab: np.ndarray, options: PrepareOptions, *, phash: int, face_fallback: bool, suffix: str) -> Kept | Dropped:
-    rejection = _content_rejection(lab, options)
+    rejection = content_rejection(lab, options)
     if rejection is not None:
         return dataclasses.replace(rejection, suffix=suffix)
     return Kept(lab8=encode_lab8(lab), phash=phash, face_fallback=face_fallback, suffix=suffix)
@@ -352,100 +288,6 @@ def _gray_uint8(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.cvtColor(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-
-
-def image_statistics(lab: np.ndarray) -> dict[str, float]:
-    """The numbers the content filters compare with their thresholds (LAB (H, W, 3) float)."""
-    lightness = lab[..., 0].ravel()
-    return {
-        "contrast": float(lightness.std()),
-        "detail": _lightness_entropy(lightness),
-        "colorfulness": _colorfulness(lightness, lab[..., 1:].reshape(-1, 2)),
-    }
-
-
-def _content_rejection(lab: np.ndarray, options: PrepareOptions) -> Dropped | None:
-    stats = image_statistics(lab)
-    if stats["contrast"] < options.min_contrast:
-        return Dropped("blank", f"lightness spread {stats['contrast']:.2f} < --min-contrast {options.min_contrast}")
-    if stats["detail"] < options.min_detail:
-        return Dropped("placeholder", f"{stats['detail']:.2f} bits of tones < --min-detail {options.min_detail}")
-    if stats["colorfulness"] < options.min_colorfulness:
-        return Dropped("grayscale", f"colourfulness {stats['colorfulness']:.2f} < --min-colorfulness {options.min_colorfulness}")
-    return None
-
-
-def _lightness_entropy(lightness: np.ndarray) -> float:
-    """Shannon entropy (bits) of the 8-bit lightness histogram.
-
-    A silhouette placeholder or a logo is a handful of flat tones (1-3 bits, whatever
-    their contrast); a photo, even on a plain studio background, has 4-7 bits.
-    """
-    levels = np.clip(np.rint(lightness * 2.55), 0, 255).astype(np.intp)
-    shares = np.bincount(levels, minlength=256) / levels.size
-    shares = shares[shares > 0]
-    return float(-(shares * np.log2(shares)).sum())
-
-
-def _colorfulness(lightness: np.ndarray, ab: np.ndarray) -> float:
-    """RMS of the chroma that lightness does not explain (CIELAB units).
-
-    A grayscale image has a = b = 0; a sepia or tinted monochrome one has non-zero a, b
-    that are a function of lightness only (the toning curve). So the statistic removes,
-    per lightness bin, the mean (a, b) of that bin and measures what is left: colour
-    that varies independently of lightness, which is exactly what a colour photo has
-    and a toned print lacks. On the headshots corpus, real photos score 3.4 and up,
-    grayscale, sepia and tinted versions of the same photos under 1.
-    """
-    bins = np.minimum((lightness * (_L_BINS / 100.0)).astype(np.intp), _L_BINS - 1)
-    bins = np.maximum(bins, 0)
-    counts = np.maximum(np.bincount(bins, minlength=_L_BINS), 1)
-    residual_sq = 0.0
-    for channel in range(2):
-        values = ab[:, channel].astype(np.float64)
-        means = np.bincount(bins, weights=values, minlength=_L_BINS) / counts
-        residual_sq += float(np.mean((values - means[bins]) ** 2))
-    return math.sqrt(residual_sq)
-
-
-def perceptual_hash(lightness: np.ndarray) -> int:
-    """64-bit DCT perceptual hash (pHash) of a lightness image: survives resizing, JPEG
-    re-compression and small colour or exposure changes, unlike a byte hash."""
-    import cv2
-
-    small = cv2.resize(np.ascontiguousarray(lightness, dtype=np.float32), (32, 32), interpolation=cv2.INTER_AREA)
-    low = cv2.dct(small)[:8, :8].ravel()
-    bits = low > np.median(low[1:])  # the DC term only says how bright the image is
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-class HashIndex:
-    """Near-duplicate lookup by Hamming distance (multi-index hashing).
-
-    Split the 64 bits into distance + 1 parts: two hashes within `distance` bits of each
-    other agree exactly on at least one part (pigeonhole), so only hashes sharing a part
-    are compared, instead of every kept image.
-    """
-
-    def __init__(self, distance: int):
-        self.distance = distance
-        parts = distance + 1
-        edges = np.linspace(0, 64, parts + 1).astype(int)
-        self._masks = [(int(low), (1 << int(high - low)) - 1) for low, high in zip(edges[:-1], edges[1:])]
-        self._tables = [collections.defaultdict(list) for _ in self._masks]
-
-    def _keys(self, value: int):
-        return [(value >> shift) & mask for shift, mask in self._masks]
-
-    def contains_near(self, value: int) -> bool:
-        for table, key in zip(self._tables, self._keys(value)):
-            if any((value ^ other).bit_count() <= self.distance for other in table.get(key, ())):
-                return True
-        return False
-
-    def add(self, value: int) -> None:
-        for table, key in zip(self._tables, self._keys(value)):
-            table[key].append(value)
 
 
 # ---- worker pool -------------------------------------------------------------------
@@ -527,21 +369,6 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-# ---- the HDF5 writer ---------------------------------------------------------------
-
-
-def _existing_hashes(handle) -> Iterator[int]:
-    if PHASHES in handle and handle[PHASHES].shape[0] == handle[setfile.IMAGES].shape[0]:
-        yield from (int(value) for value in handle[PHASHES][...])
-        return
-    images = handle[setfile.IMAGES]
-    from .lab import decode_lab8
-
-    for start in range(0, images.shape[0], setfile.CHUNK_IMAGES):
-        for lab8 in images[start : start + setfile.CHUNK_IMAGES]:
-            yield perceptual_hash(decode_lab8(lab8)[..., 0])
-
-
 # ---- the job -----------------------------------------------------------------------
 
 
@@ -589,7 +416,7 @@ def prepare(
             present = {_photo_name(_text(name)) for name in handle[setfile.SOURCES][...]}
             hashes = HashIndex(options.dedupe_distance) if options.dedupe else None
             if hashes is not None:
-                for value in _existing_hashes(handle):
+                for value in existing_hashes(handle):
                     hashes.add(value)
             todo = _pending_sources(sources, present, options, counts)
             # Progress counts photos; kept and dropped count set images (a photo can give several).
@@ -609,7 +436,7 @@ def prepare(
                 results.close()
             writer.flush()
             if writer.count == 0:
-                raise PrepareError("no image could be kept" + _drop_summary(counts))
+                raise PrepareError("no image could be kept" + drop_summary(counts))
             report = _report(output, counts, options, writer, time.perf_counter() - started)
             _finish(handle, options, report, previous)
     return PrepareResult(path=output, report=report)
@@ -667,27 +494,6 @@ def _write_failure_reason(error: BaseException | None) -> str | None:
     return None
 
 
-@dataclass
-class RunCounts:
-    seen: int = 0
-    kept: int = 0
-    dropped: collections.Counter = field(default_factory=collections.Counter)
-    skipped: collections.Counter = field(default_factory=collections.Counter)
-    notes: collections.Counter = field(default_factory=collections.Counter)
-    splits: collections.Counter = field(default_factory=collections.Counter)
-    dropped_files: dict = field(default_factory=lambda: collections.defaultdict(list))
-    bad_backgrounds: list = field(default_factory=list)
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
-
-    def drop(self, name: str, reason: str, detail: str) -> None:
-        self.seen += 1
-        self.dropped[reason] += 1
-        self.dropped_files[reason].append({"source": name, "why": detail})
-
-
 def _text(name) -> str:
     return name.decode("utf-8") if isinstance(name, bytes) else str(name)
 
@@ -719,7 +525,12 @@ def _resolve_options(options: PrepareOptions, previous: setfile.SetInfo | None) 
 
 def _pending_sources(sources: list[Source], present: set[str], options: PrepareOptions, counts: RunCounts) -> list[Source]:
     """Sources still to decode: not in the set yet, named once, and passing the IMDB metadata."""
-    verdicts = _imdb_verdicts(sources, options) if options.imdb_meta else {}
+    verdicts: dict[str, bool] = {}
+    if options.imdb_meta:
+        # Imported here: imdb_wiki builds on this module's Source and PrepareError.
+        from .imdb_wiki import imdb_verdicts
+
+        verdicts = imdb_verdicts(sources, options)
     todo, names = [], set(present)
     for source in sources:
         if source.name in names:
@@ -777,13 +588,6 @@ def _checked_backgrounds(options: PrepareOptions, counts: RunCounts) -> tuple[st
     return tuple(good)
 
 
-def _drop_summary(counts: RunCounts) -> str:
-    if not counts.seen:
-        return " (no images found in the sources)" if not counts.skipped else " (every source is already in the set)"
-    reasons = ", ".join(f"{count} {REASONS[reason]}" for reason, count in counts.dropped.most_common())
-    return f": {counts.seen} seen, {reasons}"
-
-
 def _report(output: Path, counts: RunCounts, options: PrepareOptions, writer: SetWriter, elapsed: float) -> dict:
     return {
         "output": utf8_name(str(output)),
@@ -812,17 +616,5 @@ def _finish(handle, options: PrepareOptions, report: dict, previous: setfile.Set
     """The set's attributes; the file becomes a set only now."""
     summary = {key: report[key] for key in ("seen", "kept", "dropped", "skipped", "notes")}
     if previous is not None:
-        summary = _add_reports(previous.attributes.get("filter_report") or {}, summary)
+        summary = add_reports(previous.attributes.get("filter_report") or {}, summary)
     seal(handle, size=options.size, options=_options_record(options), filter_report=summary)
-
-
-def _add_reports(old: dict, new: dict) -> dict:
-    """The set's filter report over all runs that built it (first run plus appends)."""
-    total = {}
-    for key in ("seen", "kept"):
-        total[key] = int(old.get(key, 0)) + int(new.get(key, 0))
-    for key in ("dropped", "skipped", "notes"):
-        merged = collections.Counter(old.get(key) or {})
-        merged.update(new.get(key) or {})
-        total[key] = dict(merged)
-    return total

@@ -1,5 +1,5 @@
 """The HDF5 set: its layout, the split rule, the checked reader and the one writer. prepare
-writes every set through SetWriter, and so do the tests; train (through dataset.py's loader)
+writes every set through SetWriter, and so do the tests; train (through loader.py)
 and evaluate read it here. No torch: prepare and the tests' set builders need only h5py.
 
 One file holds every image of a set as uint8 LAB (L8, a8, b8; see lab.encode_lab8):
@@ -28,7 +28,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_output
 from .errors import PortraitcolorError
-from .lab import first_line
+from .images import first_line
 
 FORMAT = "portraitcolor-lab8"
 FORMAT_VERSION = 1

@@ -17,7 +17,7 @@ from .model import UNet
 
 def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu") -> UNet:
     """A ready-to-run torch network: a path, a store name, or None for the default one."""
-    from .weights import resolve_model
+    from .store import resolve_model
 
     return prepare_model(resolve_model(spec), pick_device(device))
 

@@ -20,10 +20,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from portraitcolor import lab  # noqa: E402
+from portraitcolor import images, lab  # noqa: E402
 from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
-from portraitcolor.colorize import colorize_picture  # noqa: E402
-from portraitcolor.evaluate import png_bytes  # noqa: E402
+from portraitcolor.inference import colorize_picture  # noqa: E402
+from portraitcolor.report import png_bytes  # noqa: E402
 from portraitcolor.hints import Hints, PointHint, parse_point  # noqa: E402
 from portraitcolor.inference import open_predictor  # noqa: E402
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args(argv)
 
-    picture = lab.read_image(options.photo)
+    picture = images.read_image(options.photo)
     true_lab = lab.rgb_to_lab(picture.rgb)
-    gray = lab.Picture(rgb=lab.lab_to_rgb(np.dstack([true_lab[..., 0], np.zeros(true_lab.shape[:2] + (2,), np.float32)])))
+    gray = images.Picture(rgb=lab.lab_to_rgb(np.dstack([true_lab[..., 0], np.zeros(true_lab.shape[:2] + (2,), np.float32)])))
     points = tuple(parse_point(text) for text in options.hint) + hints_from_truth(true_lab, options.from_truth, options.seed)
     hints = Hints(points=points)
     model = open_predictor(options.model, device="cpu")

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from portraitcolor import evaluate as ev  # noqa: E402
 from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
+from portraitcolor.report import png_bytes, render_strips  # noqa: E402
 
 COLUMNS = ("model", "ab / gray", "ab", "CIEDE2000", "PSNR dB (gray)", "colourfulness ratio", "beats gray")
 
@@ -83,7 +84,7 @@ def sample_rows(evaluation: ev.Evaluation, count: int, seed: int = 0) -> list[in
 
 def stacked_strips(evaluation: ev.Evaluation, rows: list[int], models: list[ev.ModelUnderTest], targets: list[str], device: str) -> np.ndarray:
     """gray | each model | truth for each row, one strip under the other."""
-    strips = ev.render_strips(evaluation, rows, targets=targets, models=models, options=ev.EvaluateOptions(device=device))
+    strips = render_strips(evaluation, rows, targets=targets, models=models, options=ev.EvaluateOptions(device=device))
     stacked = [strips[row] for row in rows]
     gap = np.full((4, stacked[0].shape[1], 3), 255, np.uint8)
     return np.concatenate([part for strip in stacked for part in (strip, gap)][:-1])
@@ -106,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if options.strip:
         # Worst cases of the last model: list the new model last, after the ones it replaces.
         picked = worst_rows(evaluations[-1], models[-1].label, options.worst)
-        atomic_write_bytes(options.strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, options.device)))
+        atomic_write_bytes(options.strip, png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, options.device)))
         print(f"worst cases of {models[-1].label} ({columns}): {options.strip}", file=sys.stderr)
     if options.sample_strip:
         picked = sample_rows(evaluations[0], options.worst)
-        atomic_write_bytes(options.sample_strip, ev.png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, options.device)))
+        atomic_write_bytes(options.sample_strip, png_bytes(stacked_strips(evaluations[0], picked, models, options.photos, options.device)))
         print(f"seeded random sample ({columns}): {options.sample_strip}", file=sys.stderr)
     if options.json:
         options.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, TiffImagePlugin
 
-from portraitcolor import lab
+from portraitcolor import images, lab
 from conftest import portrait_array, run_cli
 
 # ---- ICC profiles written here, independently of portraitcolor's own code ---------------
@@ -97,7 +97,7 @@ def test_gray_gamma_18_profile_gives_the_profiles_lightness(tmp_path, suffix):
     options = {"quality": 100} if suffix == ".jpg" else {}
     Image.fromarray(GRAY_RAMP).save(tagged, icc_profile=gray_profile(1.8), **options)
     Image.fromarray(GRAY_RAMP).save(stripped, **options)
-    as_tagged, as_stored = lab.read_image(tagged).rgb, lab.read_image(stripped).rgb
+    as_tagged, as_stored = images.read_image(tagged).rgb, images.read_image(stripped).rgb
     stored = np.asarray(Image.open(stripped), np.float32) / 255.0  # JPEG's own rounding included
 
     reference = _through_profile(Image.open(stripped), gray_profile(1.8))
@@ -113,7 +113,7 @@ def test_sixteen_bit_gray_profile_keeps_precision(tmp_path):
     ramp = np.tile(np.linspace(0, 65535, 4096).astype(np.uint16), (2, 1))
     path = tmp_path / "deep.png"
     Image.fromarray(ramp).save(path, icc_profile=gray_profile(1.8))
-    gray = lab.read_image(path).rgb[..., 0]
+    gray = images.read_image(path).rgb[..., 0]
     assert len(np.unique(gray)) > 2000  # far more levels than 8 bits hold
     assert np.abs(gray - _srgb_encode((ramp / 65535.0) ** GAMMA_18)).max() < 0.1 / 255
 
@@ -125,11 +125,11 @@ def test_rgb_profile_is_converted_to_srgb(tmp_path, suffix):
     lossless = {".jpg": {"quality": 100}, ".webp": {"lossless": True}}.get(suffix, {})
     Image.fromarray(pixels).save(path, icc_profile=adobe_like_profile(), **lossless)
     stored = Image.open(path).convert("RGB")
-    picture = lab.read_image(path)
+    picture = images.read_image(path)
     np.testing.assert_allclose(picture.rgb, _through_profile(stored, adobe_like_profile()), atol=1e-6)
     assert np.abs(picture.rgb - np.asarray(stored) / 255.0).max() > 10 / 255
     # prepare reads through the same path, reduced JPEG decoding included
-    reduced, _ = lab.read_image_reduced(path, min_side=16)
+    reduced, _ = images.read_image_reduced(path, min_side=16)
     small = (reduced.width, reduced.height)
     to_converted = np.abs(reduced.rgb - _through_profile(stored.resize(small, Image.BOX), adobe_like_profile())).mean()
     to_stored = np.abs(reduced.rgb - np.asarray(stored.resize(small, Image.BOX)) / 255.0).mean()
@@ -140,7 +140,7 @@ def test_rgb_profile_is_converted_to_srgb(tmp_path, suffix):
 def test_read_lightness_applies_profiles_like_read_image(tmp_path, profile, mode):
     path = tmp_path / "tagged.png"
     Image.fromarray(portrait_array()).convert(mode).save(path, icc_profile=profile())
-    np.testing.assert_allclose(lab.read_lightness(path).l, lab.rgb_to_l(lab.read_image(path).rgb), atol=1e-3)
+    np.testing.assert_allclose(images.read_lightness(path).l, lab.rgb_to_l(images.read_image(path).rgb), atol=1e-3)
 
 
 def test_palette_and_rgba_images_are_converted_too(tmp_path):
@@ -148,7 +148,7 @@ def test_palette_and_rgba_images_are_converted_too(tmp_path):
     for name, image, options in [("p.png", face.convert("P"), {"transparency": 0}), ("rgba.png", face.convert("RGBA"), {})]:
         path = tmp_path / name
         image.save(path, icc_profile=adobe_like_profile(), **options)
-        picture = lab.read_image(path)
+        picture = images.read_image(path)
         reference = _through_profile(Image.open(path).convert("RGB"), adobe_like_profile())
         np.testing.assert_allclose(picture.rgb, reference, atol=1e-6)
         assert picture.alpha is not None
@@ -165,7 +165,7 @@ def test_quarter_turned_tiffs_of_every_mode_are_upright_and_intact(tmp_path, ori
     exif[0x0112] = orientation
     image.save(tmp_path / "turned.tif", exif=exif)
     image.save(tmp_path / "turned.png", exif=exif)
-    from_tiff, from_png = lab.read_image(tmp_path / "turned.tif").rgb, lab.read_image(tmp_path / "turned.png").rgb
+    from_tiff, from_png = images.read_image(tmp_path / "turned.tif").rgb, images.read_image(tmp_path / "turned.png").rgb
     assert from_tiff.shape == (40, 48, 3)
     np.testing.assert_array_equal(from_tiff, from_png)
 
@@ -186,7 +186,7 @@ def test_profiles_that_cannot_apply_keep_the_pixels_as_stored(tmp_path, name, ic
     pixels = portrait_array(40, 32, seed=5)
     path = tmp_path / f"{name}.png"
     Image.fromarray(pixels).save(path, icc_profile=icc)
-    np.testing.assert_allclose(lab.read_image(path).rgb, pixels / 255.0, atol=1e-6)
+    np.testing.assert_allclose(images.read_image(path).rgb, pixels / 255.0, atol=1e-6)
 
 
 # ---- (d) float and 32-bit integer images ------------------------------------------------
@@ -224,7 +224,7 @@ def _max_sample(value: int) -> dict:
 def test_float_and_integer_tiffs_decode_to_their_content(tmp_path, name, array, options, expected):
     path = _tiff(tmp_path / "image.tif", array, **options)
     assert Image.open(path).mode in ("F", "I", "I;16")
-    gray = lab.read_image(path).rgb
+    gray = images.read_image(path).rgb
     assert gray.mean() > 0.3 and gray.max() < 1.0 + 1e-6  # not black, not a white sheet
     np.testing.assert_allclose(gray[..., 0], expected, atol=1 / 255)
 
@@ -234,8 +234,8 @@ def test_float_image_with_nan_or_inf_is_refused_with_one_line(tmp_path, bad):
     array = CONTENT.copy()
     array[3, 5] = bad
     path = _tiff(tmp_path / "bad.tif", array)
-    with pytest.raises(lab.ImageReadError) as caught:
-        lab.read_image(path)
+    with pytest.raises(images.ImageReadError) as caught:
+        images.read_image(path)
     message = str(caught.value)
     assert "NaN or infinite" in message and "\n" not in message
 
@@ -287,8 +287,8 @@ def test_colorize_outputs_carry_srgb_exif_dpi_and_alpha(tagged_inputs, tmp_path,
         if suffix != ".webp":  # WebP has no resolution
             assert tuple(round(v) for v in result.info["dpi"]) == (150, 300)  # turned with the pixels
         # the output keeps the lightness the profile gave the input (L from the tagged file)
-        before = lab.rgb_to_l(lab.read_image(tagged_inputs / f"meta{suffix}").rgb)
-        after = lab.rgb_to_l(lab.read_image(out / f"meta{suffix}").rgb)
+        before = lab.rgb_to_l(images.read_image(tagged_inputs / f"meta{suffix}").rgb)
+        after = lab.rgb_to_l(images.read_image(out / f"meta{suffix}").rgb)
         assert np.abs(before - after).mean() < (2.0 if suffix in (".jpg", ".webp") else 0.5)
     la_out = Image.open(out / "la.png")
     assert la_out.mode == "RGBA"

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portraitcolor import lab
-from portraitcolor.colorize import render_shape
+from portraitcolor import images, lab
 from portraitcolor.inputs import read_file_list
 from conftest import REPO, portrait_array, run_cli, write_portrait
 
@@ -24,7 +23,7 @@ def gray_dir(tmp_path):
 
 
 def _l_of(path):
-    return lab.rgb_to_l(lab.read_image(path).rgb)
+    return lab.rgb_to_l(images.read_image(path).rgb)
 
 
 def test_default_outputs_beside_inputs_keep_size_and_lightness(gray_dir, tiny_model_file):
@@ -154,11 +153,6 @@ def test_python_api(tmp_path, tiny_model_file):
     assert out.size == (30, 40) and out.mode == "RGB"
     from_array = colorize_image(portrait_array(32, 48, gray=True)[..., 0], model)
     assert from_array.size == (48, 32)
-
-
-@pytest.mark.parametrize("shape, size, expected", [((4000, 3000), 128, (171, 128)), ((128, 128), 128, (128, 128)), ((50, 200), 64, (64, 256))])
-def test_render_shape_keeps_aspect(shape, size, expected):
-    assert render_shape(*shape, size) == expected
 
 
 def test_file_list_parsing():

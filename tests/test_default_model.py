@@ -3,8 +3,9 @@
 import numpy as np
 from PIL import Image
 
-from portraitcolor import lab
-from portraitcolor.weights import BUILTIN_NAME, PACKAGED, read_header, resolve_model
+from portraitcolor import images, lab
+from portraitcolor.store import resolve_model
+from portraitcolor.weights import BUILTIN_NAME, PACKAGED, read_header
 
 PACKAGED_DEFAULT = PACKAGED[BUILTIN_NAME]
 from conftest import REPO, run_cli, write_portrait
@@ -28,10 +29,10 @@ def test_colorize_with_no_model_argument_gives_colour(tmp_path):
     result = run_cli("colorize", str(source), check=True)
     output = tmp_path / "old_color.png"
     assert result.stdout.decode().strip() == str(output)
-    colour = lab.rgb_to_lab(lab.read_image(output).rgb)
+    colour = lab.rgb_to_lab(images.read_image(output).rgb)
     chroma = np.hypot(colour[..., 1], colour[..., 2])
     assert chroma.mean() > 3.0  # visibly coloured, not left gray
-    assert np.abs(colour[..., 0] - lab.rgb_to_l(lab.read_image(source).rgb)).mean() < 0.5
+    assert np.abs(colour[..., 0] - lab.rgb_to_l(images.read_image(source).rgb)).mean() < 0.5
 
 
 def test_shipped_sample_colours(tmp_path):

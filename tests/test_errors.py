@@ -25,7 +25,7 @@ def test_every_error_of_the_package_is_a_portraitcolor_error():
 
 def test_usage_errors_are_the_ones_that_exit_2():
     from portraitcolor.schedule import ScheduleError
-    from portraitcolor.train import TrainingError, TrainingUsageError
+    from portraitcolor.runs import TrainingError, TrainingUsageError
 
     assert issubclass(ScheduleError, UsageError) and issubclass(TrainingUsageError, UsageError)
     assert not issubclass(TrainingError, UsageError)
@@ -39,8 +39,8 @@ def test_an_interrupt_landing_in_a_finalizer_is_delivered_again_silently():
 
     code = (
         "import time, weakref\n"
-        "from portraitcolor import cli\n"
-        "cli._redeliver_interrupts_lost_in_finalizers()\n"
+        "from portraitcolor import terminal\n"
+        "terminal.redeliver_interrupts_lost_in_finalizers()\n"
         "class Resource: pass\n"
         "def finalizer(_):\n    raise KeyboardInterrupt\n"
         "resource = Resource(); ref = weakref.ref(resource, finalizer)\n"

@@ -80,7 +80,7 @@ def test_detection_on_a_large_image_returns_full_resolution_boxes():
 
 @pytest.mark.skipif(not HEADSHOTS.is_dir(), reason="headshots corpus not unpacked")
 def test_finds_faces_in_real_headshots():
-    from portraitcolor.lab import read_image
+    from portraitcolor.images import read_image
 
     found = 0
     names = ["AJ_Hoggard.jpg", "Adam_Flagler.png", "Drew_Timme.png", "Kobe_Bufkin.png"]

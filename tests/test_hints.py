@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from portraitcolor import hints as hint_rules
-from portraitcolor import lab
+from portraitcolor import images, lab
 from portraitcolor.hints import HintError, Hints, parse_point, read_hints_file, read_scribble
 from portraitcolor.inference import open_predictor
 from portraitcolor.torch_inference import TorchPredictor, load_model
-from portraitcolor.weights import WeightsStore
+from portraitcolor.store import WeightsStore
 from conftest import portrait_array, run_cli
 
 
@@ -126,19 +126,19 @@ def test_a_model_without_hints_refuses_them_clearly(tmp_path, tiny_model_file):
     assert not (tmp_path / "old_color.png").exists()
 
 
-def _two_regions(height: int = 160, width: int = 240) -> lab.Picture:
+def _two_regions(height: int = 160, width: int = 240) -> images.Picture:
     """A dark cloth on the left, a light wall on the right, with sensor noise (gray)."""
     gray = np.empty((height, width), np.float32)
     gray[:, : width // 2], gray[:, width // 2 :] = 0.35, 0.80
     gray += np.random.default_rng(0).normal(0, 0.02, gray.shape).astype(np.float32)
-    return lab.Picture(rgb=np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2))
+    return images.Picture(rgb=np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2))
 
 
 @pytest.mark.parametrize("colour", ["#1f3a93", "#c0392b", "#27ae60"])
 def test_a_hint_colours_its_region_and_leaves_a_distant_one(colour):
     """The packaged model on two regions: a hint on the left moves the colour there well toward
     the hint's, and the right region, across the edge, barely changes."""
-    from portraitcolor.colorize import colorize_picture
+    from portraitcolor.inference import colorize_picture
     from portraitcolor.hints import color_ab
 
     model = open_predictor(None, device="cpu")
@@ -194,8 +194,8 @@ def test_hint_aware_model_runs_on_both_engines_with_and_without_hints(tmp_path, 
     Image.fromarray(portrait_array(gray=True)).save(photo)
     result = run_cli("colorize", str(photo), "-m", "hinted", "--hint", "40,48=#2a4b8d", "--hint", "0.1,0.1=orange", "-o", str(tmp_path / "out.png"))
     assert result.returncode == 0, result.stderr
-    out = lab.read_image(tmp_path / "out.png")
-    np.testing.assert_allclose(lab.rgb_to_l(out.rgb), lab.rgb_to_l(lab.read_image(photo).rgb), atol=0.5)  # lightness kept
+    out = images.read_image(tmp_path / "out.png")
+    np.testing.assert_allclose(lab.rgb_to_l(out.rgb), lab.rgb_to_l(images.read_image(photo).rgb), atol=0.5)  # lightness kept
 
 
 def test_training_with_hints_from_a_model_without_them_starts_as_that_model(tmp_path, tiny_model_file):

@@ -13,20 +13,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portraitcolor import lab
-from portraitcolor.colorize import colorize_picture, network_input, render_shape
-from portraitcolor.inference import OnnxPredictor, open_predictor, uses_torch
+from portraitcolor import images, lab
+from portraitcolor.inference import OnnxPredictor, colorize_picture, network_input, open_predictor, render_shape, uses_torch
 from portraitcolor.torch_inference import TorchPredictor, load_model
-from portraitcolor.weights import WeightsError, WeightsStore
+from portraitcolor.store import WeightsStore
+from portraitcolor.weights import WeightsError
 from conftest import REPO, portrait_array, run_cli
 
 # The bound for the two engines on photos, in CIELAB a/b units.
 AB_AGREEMENT = 0.5
 
 
-def _photos(count: int = 3) -> list[lab.Picture]:
+def _photos(count: int = 3) -> list[images.Picture]:
     sizes = [(96, 80), (160, 224), (301, 197)]
-    return [lab.Picture(rgb=portrait_array(*sizes[i % 3], seed=i).astype(np.float32) / 255.0) for i in range(count)]
+    return [images.Picture(rgb=portrait_array(*sizes[i % 3], seed=i).astype(np.float32) / 255.0) for i in range(count)]
 
 
 def test_onnx_and_torch_engines_agree_on_the_packaged_model():
@@ -147,3 +147,8 @@ def test_evaluate_measures_the_engine_colorize_uses(tmp_path, tiny_model_file):
         for device in ("cpu", "torch")
     }
     assert np.abs(np.asarray(by_engine["cpu"]) - np.asarray(by_engine["torch"])).max() < 0.05
+
+
+@pytest.mark.parametrize("shape, size, expected", [((4000, 3000), 128, (171, 128)), ((128, 128), 128, (128, 128)), ((50, 200), 64, (64, 256))])
+def test_render_shape_keeps_aspect(shape, size, expected):
+    assert render_shape(*shape, size) == expected

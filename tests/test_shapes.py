@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portraitcolor import lab
-from portraitcolor.colorize import MAX_RENDER_ASPECT, default_output, fitted_name, render_shape
+from portraitcolor import images, lab
+from portraitcolor.colorize import default_output, fitted_name
+from portraitcolor.inference import MAX_RENDER_ASPECT, render_shape
 from conftest import REPO, write_portrait
 
 NAME_MAX = 255
@@ -84,7 +85,7 @@ def test_extreme_strips_colorize_at_full_size_beside_a_normal_photo(tmp_path, ti
     assert Image.open(out / "normal.png").size == (40, 40)
     assert peak_mib < 1024, f"peak memory {peak_mib:.0f} MiB"
     # the strips keep their lightness like any other output
-    before, after = lab.rgb_to_l(lab.read_image(folder / "wide.png").rgb), lab.rgb_to_l(lab.read_image(out / "wide.png").rgb)
+    before, after = lab.rgb_to_l(images.read_image(folder / "wide.png").rgb), lab.rgb_to_l(images.read_image(out / "wide.png").rgb)
     assert np.abs(before - after).mean() < 0.5
 
 
@@ -172,9 +173,9 @@ def test_read_image_refuses_a_fifo_at_once(tmp_path):
 
     def read() -> None:
         try:
-            lab.read_image(fifo)
+            images.read_image(fifo)
             outcome.append(None)
-        except lab.ImageReadError as error:
+        except images.ImageReadError as error:
             outcome.append(error)
 
     reader = threading.Thread(target=read, daemon=True)  # daemon: a hang fails, never blocks the suite

@@ -12,7 +12,8 @@ import torch
 
 import portraitcolor.model
 from portraitcolor.model import UNet, UNetConfig
-from portraitcolor.weights import WeightsError, WeightsStore, load_weights_file, save_weights
+from portraitcolor.store import WeightsStore
+from portraitcolor.weights import WeightsError, load_weights_file, save_weights
 from conftest import REPO, run_cli
 
 

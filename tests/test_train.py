@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from portraitcolor.runs import CHECKPOINT
-from portraitcolor.train import (
-    EpochDone,
-    StepDone,
-    TrainConfig,
-    TrainingError,
-    TrainingInterrupted,
-    train,
-)
-from portraitcolor.weights import WeightsStore, resolve_model
+from portraitcolor.runs import CHECKPOINT, TrainingError
+from portraitcolor.train import EpochDone, StepDone, TrainConfig, TrainingInterrupted, train
+from portraitcolor.store import WeightsStore, resolve_model
 from tests.conftest import REPO, portrait_array, portrait_stack, write_set
 
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from portraitcolor.cli import app
 from portraitcolor.runs import CHECKPOINT
 from portraitcolor.train import StepDone, TrainConfig, TrainingInterrupted, train
-from portraitcolor.weights import WeightsStore
+from portraitcolor.store import WeightsStore
 from tests.conftest import REPO, portrait_stack, run_cli, write_set
 
 # 9 train and 3 val images of 16x16, 3 steps an epoch: a run takes a few seconds on a CPU.

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from portraitcolor import atomic
 from portraitcolor.cli import app
-from portraitcolor.weights import WeightsStore
+from portraitcolor.store import WeightsStore
 from tests.conftest import REPO, portrait_stack, run_cli, write_portrait, write_set
 
 TINY = ("--width", "2", "--batch-size", "3", "--loss", "mae", "--device", "cpu")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from portraitcolor import setfile, variants
-from portraitcolor.dataset import LabBatches
+from portraitcolor.loader import LabBatches
 from portraitcolor.setfile import split_for
 from portraitcolor.prepare import PrepareOptions, collect_sources, prepare
 from tests.conftest import portrait_array, run_cli, write_portrait

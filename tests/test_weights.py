@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from portraitcolor import weights
 from portraitcolor.model import UNet, UNetConfig
-from portraitcolor.weights import NoModelError, WeightsError, WeightsStore, load_weights_file, read_header, resolve_model, save_weights
+from portraitcolor.store import WeightsStore
+from portraitcolor.weights import WeightsError, load_weights_file, read_header, save_weights
 from conftest import run_cli
 
 
@@ -31,35 +31,6 @@ def test_half_precision_file_is_smaller_and_loads(tmp_path):
     half = save_weights(model, tmp_path / "half.safetensors", half=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size
     assert load_weights_file(half).head.weight.dtype == torch.float32
-
-
-def test_store_import_default_export_remove(tmp_path, tiny_model_file, monkeypatch):
-    store = WeightsStore()
-    info = store.add_file(tiny_model_file, "tiny")
-    # Even the first model of a store becomes the default only when asked.
-    assert not info.is_default and store.default_name() is None
-    store.set_default("tiny")
-    assert resolve_model().config.width == 4
-    (tmp_path / "out").mkdir()
-    exported = store.export("tiny", tmp_path / "out")
-    assert exported.read_bytes() == tiny_model_file.read_bytes()
-    with pytest.raises(WeightsError, match="already exists"):
-        store.add_file(tiny_model_file, "tiny")
-    store.remove("tiny")
-    assert store.names() == [] and store.default_name() is None
-    monkeypatch.setitem(weights.PACKAGED, weights.BUILTIN_NAME, tmp_path / "no-packaged-model.safetensors")
-    with pytest.raises(NoModelError, match="portraitcolor train"):
-        resolve_model()
-
-
-def test_tampered_file_in_store_is_refused(tiny_model_file):
-    store = WeightsStore()
-    info = store.add_file(tiny_model_file, "tiny")
-    data = bytearray(info.path.read_bytes())
-    data[-10] ^= 0xFF
-    info.path.write_bytes(bytes(data))
-    with pytest.raises(WeightsError, match="sha256"):
-        store.load("tiny")
 
 
 def test_truncated_file_is_refused(tmp_path, tiny_model_file):
@@ -111,23 +82,6 @@ def test_bad_headers_are_refused(tmp_path, tiny_model_file, change, message):
         load_weights_file(path)
 
 
-def test_models_cli(tmp_path, tiny_model_file):
-    assert run_cli("models", "import", str(tiny_model_file), "--name", "mine", check=True).stdout.strip() == b"mine"
-    listing = run_cli("models", "list", check=True).stdout.decode()
-    assert "* builtin" in listing and "* mine" not in listing and "mine" in listing and "width 4" in listing
-    shown = json.loads(run_cli("models", "show", "mine", check=True).stdout)
-    assert shown["config"] == {"width": 4, "size": 32} and shown["default"] is False
-    switched = run_cli("models", "default", "mine", check=True)
-    assert switched.stderr.decode().strip() == "default model is now mine"
-    assert json.loads(run_cli("models", "show", "mine", check=True).stdout)["default"] is True
-    run_cli("models", "export", "mine", str(tmp_path / "copy.safetensors"), check=True)
-    assert read_header(tmp_path / "copy.safetensors")[1]["config"]["width"] == 4
-    missing = run_cli("models", "show", "nope")
-    assert missing.returncode == 1 and b"no model named 'nope'" in missing.stderr and b"Traceback" not in missing.stderr
-    run_cli("models", "remove", "mine", check=True)
-    assert b"mine" not in run_cli("models", "list", check=True).stdout
-
-
 def _header_length(path) -> int:
     return struct.unpack("<Q", path.read_bytes()[:8])[0]
 
@@ -152,8 +106,6 @@ def test_every_header_length_reads_as_safetensors(tmp_path):
 
 
 def test_models_with_every_header_residue_store_import_and_load(tmp_path):
-    from portraitcolor.weights import WeightsStore, save_weights
-
     torch.manual_seed(0)
     model = UNet(UNetConfig(width=4, size=32))
     store = WeightsStore()

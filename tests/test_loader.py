@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from portraitcolor import setfile
-from portraitcolor.dataset import LabBatches, loader
+from portraitcolor.loader import LabBatches, loader
 from portraitcolor.setfile import DatasetError
 from portraitcolor.lab import lab8_to_net
 from tests.conftest import portrait_stack, write_set

@@ -1,11 +1,18 @@
-"""The training loader: batches of one split of a set (setfile.py) as network tensors,
-shuffled chunk by chunk, with the flips and zoom of the paper's augmentation."""
+"""Torch batches from a set file for training: one split of a set (setfile.py) as network
+tensors, shuffled chunk by chunk, with the flips and zoom of the paper's augmentation, and
+the DataLoader that reads them in worker processes."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import cv2
+import h5py
+import numpy as np
+import torch
+
+from .lab import lab8_to_net
 from .setfile import CHUNK_IMAGES, DatasetError, IMAGES, REPEATS, SPLITS, SPLIT_NAMES, inspect_set, split_bytes
 
 
@@ -51,8 +58,6 @@ class LabBatches:
         world_size: int = 1,
         in_memory: bool | None = None,
     ) -> None:
-        import numpy as np
-
         info = inspect_set(path)  # a set with the wrong layout is refused before training
         if split not in SPLIT_NAMES:
             raise DatasetError(f"unknown split {split!r} (use one of {', '.join(SPLIT_NAMES)})")
@@ -71,8 +76,6 @@ class LabBatches:
         self.epoch = 0
         self.start_batch = 0
         self.in_memory = split_bytes(info, split) <= IN_MEMORY_BYTES if in_memory is None else in_memory
-        import h5py
-
         with h5py.File(self.path, "r") as handle:
             codes = handle[SPLITS][...]
             self.chunk = (handle[IMAGES].chunks or (CHUNK_IMAGES,))[0]
@@ -100,8 +103,6 @@ class LabBatches:
     def epoch_order(self):
         """Positions into self.rows in this epoch's order (before batching and sharding);
         an image with repeats appears that many times."""
-        import numpy as np
-
         if not self.shuffle:
             return self.draws
         rng = np.random.default_rng([self.seed, self.epoch, 0])
@@ -115,8 +116,6 @@ class LabBatches:
         return np.concatenate([rng.permutation(window) for window in windows])
 
     def __iter__(self):
-        import torch
-
         order = self.epoch_order()
         worker = torch.utils.data.get_worker_info()
         worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
@@ -129,11 +128,6 @@ class LabBatches:
             yield self._batch(index, positions)
 
     def _batch(self, index: int, positions):
-        import numpy as np
-        import torch
-
-        from .lab import lab8_to_net
-
         lab8 = self._read(positions)  # (B, S, S, 3) uint8
         if self.augment:
             lab8 = self._jitter(lab8, index)
@@ -143,8 +137,6 @@ class LabBatches:
         return l, ab, torch.from_numpy(self.rows[positions])
 
     def _read(self, positions):
-        import numpy as np
-
         if self._memory is not None:
             return self._memory[positions]
         rows = self.rows[positions]
@@ -158,8 +150,6 @@ class LabBatches:
     def _chunk_block(self, chunk: int):
         """One whole chunk (decompressed once), kept while the shuffle window needs it."""
         if chunk not in self._cache:
-            import h5py
-
             if self._handle is None:  # first read in this process: open here, after any fork
                 self._handle = h5py.File(self.path, "r")
             if len(self._cache) >= 2 * SHUFFLE_CHUNKS:
@@ -174,9 +164,6 @@ class LabBatches:
         The draws are made for the whole global batch and each rank takes its share, so
         the images are jittered the same way however many processes train.
         """
-        import cv2
-        import numpy as np
-
         rng = np.random.default_rng([self.seed, self.epoch, 1, index])
         size, count = self.size, self.batch_size
         flips = rng.random(count) < 0.5
@@ -206,10 +193,8 @@ class LabBatches:
 
 def loader(batches: LabBatches, *, workers: int = 0, pin_memory: bool = False):
     """A DataLoader over a LabBatches (already batched), with `workers` reader processes."""
-    import torch
-
     return torch.utils.data.DataLoader(
-        _torch_batches_class()(batches),
+        TorchBatches(batches),
         batch_size=None,
         num_workers=workers,
         pin_memory=pin_memory,
@@ -217,27 +202,19 @@ def loader(batches: LabBatches, *, workers: int = 0, pin_memory: bool = False):
     )
 
 
-def _torch_batches_class():
-    return globals().get("TorchBatches") or __getattr__("TorchBatches")
+def default_workers(device, world_size: int) -> int:
+    """Reader processes for each rank's training loader."""
+    # On a CPU the reader would compete with the training step for the same cores.
+    if device.type == "cpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // world_size - 1))
 
 
-def __getattr__(name):
-    # torch.utils.data.IterableDataset is needed as a base class, but importing torch here
-    # at import time would slow down everything that only needs the layout constants.
-    # Defined on first use; a spawned worker unpickling it comes through here as well.
-    if name == "TorchBatches":
-        import torch
+class TorchBatches(torch.utils.data.IterableDataset):
+    """LabBatches seen by DataLoader as an IterableDataset."""
 
-        class TorchBatches(torch.utils.data.IterableDataset):
-            """LabBatches seen by DataLoader as an IterableDataset."""
+    def __init__(self, batches: LabBatches) -> None:
+        self.batches = batches
 
-            def __init__(self, batches: LabBatches) -> None:
-                self.batches = batches
-
-            def __iter__(self):
-                return iter(self.batches)
-
-        TorchBatches.__module__ = __name__
-        globals()["TorchBatches"] = TorchBatches
-        return TorchBatches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __iter__(self):
+        return iter(self.batches)

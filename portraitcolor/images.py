@@ -1,0 +1,392 @@
+"""Decoding images, and encoding outputs with the metadata they carry on.
+
+Any image Pillow opens is read upright (EXIF orientation applied) as float32 sRGB with its
+alpha, under a pixel limit (pixels.py converts the modes and embedded ICC profiles); a file
+that cannot be used as an image gets an ImageReadError with a one-line reason. Outputs are
+written tagged sRGB, with the input's EXIF (orientation reset) and resolution where their
+format holds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import io
+import math
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import PortraitcolorError
+from .lab import lightness_of_8bit, rgb_to_l
+from .pixels import alpha_of, eight_bit_pixels, embedded_profile, to_srgb
+
+try:  # Pillow built without LittleCMS: outputs go untagged
+    from PIL import ImageCms
+except ImportError:  # pragma: no cover - every wheel on PyPI has it
+    ImageCms = None
+
+# A photo larger than this is far beyond any camera and is almost certainly a
+# decompression bomb (a tiny file that claims gigapixels).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+class ImageReadError(PortraitcolorError):
+    """An input that cannot be used as an image; the message is the reason, for humans."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Picture:
+    """A decoded image: float32 sRGB in 0..1 of shape (H, W, 3) and optional alpha (H, W).
+
+    `format` is Pillow's name of the file format it came from (JPEG, PNG, ...), if known.
+    `exif` (EXIF bytes, orientation already reset to 1 and the file layout tags left out) and
+    `dpi` are what an output written from this picture should carry on; the pixels are
+    always sRGB, whatever profile the file embedded.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    format: str | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lightness:
+    """What colorize needs of an input: CIELAB L (H, W) float32 in 0..100, the alpha and the
+    metadata of a Picture (see there), without the float RGB copy (the largest array)."""
+
+    l: np.ndarray
+    alpha: np.ndarray | None = None
+    format: str | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
+
+
+def read_image(
+    source: str | os.PathLike | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Picture:
+    """Decode any image Pillow opens, upright (EXIF orientation applied), as a Picture.
+
+    Raises ImageReadError with a one-line reason for anything that is not a usable image:
+    missing, empty, not an image, truncated, or over max_pixels.
+    """
+    return _read(source, max_pixels=max_pixels, min_side=None)[0]
+
+
+def read_lightness(
+    source: str | os.PathLike | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Lightness:
+    """read_image's lightness alone, equal to rgb_to_l(read_image(source).rgb): 8-bit gray and
+    RGB pixels go through lookup tables instead of float RGB, several times faster on
+    camera-sized photos; other modes take read_image's path."""
+    return _read(source, max_pixels=max_pixels, min_side=None, convert=_lightness_of)[0]
+
+
+def read_image_reduced(
+    source: str | os.PathLike | bytes | BinaryIO, *, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Picture, tuple[int, int]]:
+    """read_image for callers that only need a smaller picture: JPEGs are decoded at
+    1/2, 1/4 or 1/8 scale (the decoder's DCT scaling, several times faster than a full
+    decode) as long as the shorter side stays at least min_side.
+
+    Returns the picture and the image's stored (width, height) before any reduction.
+    """
+    return _read(source, max_pixels=max_pixels, min_side=min_side)
+
+
+def _read(source, *, max_pixels: int, min_side: int | None, convert=None) -> tuple[Picture | Lightness, tuple[int, int]]:
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageReadError("empty input (0 bytes)")
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        _check_path_readable(Path(source))
+    try:
+        with Image.open(source) as image:
+            stored_size = image.size
+            _check_size(stored_size, max_pixels)
+            if min_side is not None:
+                _reduce_while_decoding(image, min_side)
+            # Pillow turns TIFFs upright while loading them and drops their orientation tag.
+            tiff_orientation = _tiff_orientation(image)
+            if tiff_orientation in _QUARTER_TURNS:
+                # Pillow memory-maps uncompressed gray TIFFs with the turned size, which
+                # scrambles their pixels; without a file name it decodes them instead.
+                image.filename = ""
+            image.load()
+            _check_finite(image)
+            return (convert or _picture_of)(image, tiff_orientation), stored_size
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError("image is too large (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageReadError(f"corrupt or truncated image ({first_line(error)})") from None
+
+
+def _picture_of(image: Image.Image, tiff_orientation: int | None) -> Picture:
+    """A loaded image -> upright sRGB Picture with the metadata an output carries on.
+
+    Profile, metadata and TIFF tags are read from the image as opened: the upright copy
+    keeps only Pillow's info.
+    """
+    rgb, alpha = to_srgb(_upright(image), embedded_profile(image), declared_peak=_declared_peak(image))
+    return Picture(rgb, alpha, **_carried_metadata(image, tiff_orientation))
+
+
+def _lightness_of(image: Image.Image, tiff_orientation: int | None) -> Lightness:
+    """_picture_of's lightness, through lookup tables where the pixels are 8-bit."""
+    upright, profile = _upright(image), embedded_profile(image)
+    eight_bit = eight_bit_pixels(upright, profile)
+    if eight_bit is None:
+        rgb, alpha = to_srgb(upright, profile, declared_peak=_declared_peak(image))
+        l = rgb_to_l(rgb)
+    else:
+        l, alpha = lightness_of_8bit(eight_bit), alpha_of(upright)
+    return Lightness(l, alpha, **_carried_metadata(image, tiff_orientation))
+
+
+def _carried_metadata(image: Image.Image, tiff_orientation: int | None) -> dict:
+    return {
+        "format": image.format,
+        "exif": _carried_exif(image),
+        "dpi": _carried_dpi(image, tiff_orientation or _orientation(image)),
+    }
+
+
+def _check_path_readable(path: Path) -> None:
+    if path.is_dir():
+        raise ImageReadError("is a directory")
+    if not path.exists():
+        raise ImageReadError(_missing_reason(path))
+    if not os.access(path, os.R_OK):
+        raise ImageReadError("permission denied")
+    status = path.stat()
+    # Checked before opening: opening a FIFO blocks until a writer comes, and /dev/zero
+    # or a socket has no size (it used to be reported as an empty file).
+    if not stat.S_ISREG(status.st_mode):
+        raise ImageReadError(f"not a regular file ({_file_kind(status.st_mode)})")
+    if status.st_size == 0:
+        raise ImageReadError("empty file (0 bytes)")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _missing_reason(path: Path) -> str:
+    if not path.is_symlink():
+        return "no such file"
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop"
+    return "no such file (broken symlink)"
+
+
+def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageReadError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"image is too large: {width}x{height} is over the limit of {max_pixels:,} pixels"
+            " (raise it with --max-pixels)"
+        )
+
+
+def _check_finite(image: Image.Image) -> None:
+    # NaN or infinity has no colour, and it would spread through the float scaling.
+    if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
+        raise ImageReadError("float image holds NaN or infinite values")
+
+
+def _reduce_while_decoding(image: Image.Image, min_side: int) -> None:
+    # draft() is a no-op for formats without reduced decoding (everything but JPEG).
+    width, height = image.size
+    scale = min_side / max(1, min(width, height))
+    if scale < 1.0:
+        image.draft(image.mode, (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (libraries' messages can run to pages)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    # A corrupt EXIF block must not cost the user the photo: keep it as stored.
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return image
+
+
+# ---- what the file states beside its pixels -------------------------------------
+
+
+def _declared_peak(image: Image.Image) -> float | None:
+    """The white level a TIFF states for integer data: MaxSampleValue, else 2**bits - 1 when
+    up to 16 bits were read into a 32-bit 'I' image. None when the file says nothing."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or image.mode == "F":
+        return None
+    try:
+        bits = int(_first(tags.get(258, 0)))
+        maximum = int(_first(tags.get(281, 0)))
+    except (TypeError, ValueError):
+        return None
+    if 0 < bits <= 32 and 0 < maximum < (1 << bits) - 1:
+        return float(maximum)
+    return float((1 << bits) - 1) if 0 < bits <= 16 and image.mode == "I" else None
+
+
+def _first(value):
+    return value[0] if isinstance(value, tuple) else value
+
+
+# ---- metadata that outputs carry on -------------------------------------------------
+
+_ORIENTATION = 0x0112
+# Tags that describe the input file itself (strips, tiles, sample layout, its thumbnail,
+# its own ICC profile, Photoshop's layer data), its resolution (which travels as dpi) or
+# that repeat the orientation (XMP). Copied into an output, and into a TIFF output's own
+# structure above all, they would lie.
+_NOT_CARRIED_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 282, 283, 284, 296, 317,
+     320, 322, 323, 324, 325, 338, 339, 340, 341, 347, 513, 514, 530, 531, 532, 700, 34675, 37724}
+)
+
+
+def _carried_exif(image: Image.Image) -> bytes | None:
+    """The input's EXIF (dates, description, copyright, camera, GPS) for its output, with the
+    orientation reset to 1 because the pixels are turned upright on reading. None when there
+    is none or it cannot be read: bad EXIF must not cost the user the photo."""
+    try:
+        exif = Image.Exif()
+        exif.load(image.getexif().tobytes())  # a copy: _upright still reads the original
+        for tag in _NOT_CARRIED_TAGS.intersection(exif):
+            del exif[tag]
+        if _ORIENTATION in exif:
+            exif[_ORIENTATION] = 1
+        return exif.tobytes() if len(exif) else None
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return None
+
+
+def _carried_dpi(image: Image.Image, orientation: int) -> tuple[float, float] | None:
+    """The input's resolution as (x, y) dots per inch of the upright picture, if it states one."""
+    try:
+        x, y = (float(v) for v in image.info["dpi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (0.0 < x < math.inf and 0.0 < y < math.inf):
+        return None
+    return (y, x) if orientation in _QUARTER_TURNS else (x, y)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return 1
+
+
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _tiff_orientation(image: Image.Image) -> int | None:
+    tags = getattr(image, "tag_v2", None)
+    try:
+        return None if tags is None else int(_first(tags.get(_ORIENTATION, 1)))
+    except (TypeError, ValueError):
+        return None
+
+
+# ---- encoding outputs ---------------------------------------------------------
+
+_FORMATS_WITH_ALPHA = {"PNG", "WEBP", "TIFF", "GIF"}
+# What each output format can carry on from the input (Pillow ignores the rest or fails).
+_FORMATS_WITH_ICC = {"JPEG", "PNG", "TIFF", "WEBP"}
+_FORMATS_WITH_EXIF = {"JPEG", "PNG", "TIFF", "WEBP"}
+_FORMATS_WITH_DPI = {"JPEG", "PNG", "TIFF", "BMP"}
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc() -> bytes:
+    """The sRGB ICC profile that outputs carry, so that no viewer has to guess their space."""
+    if ImageCms is None:
+        return b""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def to_pil(rgb8: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
+    """uint8 RGB (H, W, 3) and alpha (H, W) in 0..1 or None -> an RGB or RGBA PIL image."""
+    if alpha is None:
+        return Image.fromarray(rgb8, "RGB")
+    alpha8 = np.rint(alpha * 255.0).astype(np.uint8)
+    return Image.fromarray(np.concatenate([rgb8, alpha8[..., None]], axis=2), "RGBA")
+
+
+def format_of_suffix(suffix: str) -> str | None:
+    """Pillow's format for an output suffix. The common formats' plugins are loaded with
+    Pillow; all of them (70 ms of start-up) only for a suffix those do not know."""
+    Image.preinit()
+    return Image.EXTENSION.get(suffix) or Image.registered_extensions().get(suffix)
+
+
+def encode(image: Image.Image, file_format: str, target, *, exif: bytes | None = None, dpi=None) -> None:
+    """Write the image, tagged sRGB and with the input's EXIF and DPI where the format
+    holds them. Metadata the format cannot take (EXIF over JPEG's 64 KiB segment, a
+    resolution out of range) must not cost the user the photo: it is then left out."""
+    if file_format not in _FORMATS_WITH_ALPHA and image.mode == "RGBA":
+        image = image.convert("RGB")
+    options = {"quality": 95} if file_format in ("JPEG", "WEBP") else {}
+    metadata = _save_metadata(file_format, exif=exif, dpi=dpi)
+    try:
+        image.save(target, format=file_format, **options, **metadata)
+    except Exception:  # noqa: BLE001 - Pillow's writers fail in many ways on odd metadata
+        profile_only = {key: value for key, value in metadata.items() if key == "icc_profile"}
+        if profile_only == metadata:  # nothing of the input's to leave out: a real failure
+            raise
+        _rewind(target)
+        image.save(target, format=file_format, **options, **profile_only)
+
+
+def _save_metadata(file_format: str, *, exif: bytes | None, dpi) -> dict:
+    """Pillow save() options for the metadata that the format can carry."""
+    metadata = {}
+    if srgb_icc() and file_format in _FORMATS_WITH_ICC:
+        metadata["icc_profile"] = srgb_icc()
+    if exif and file_format in _FORMATS_WITH_EXIF:
+        metadata["exif"] = exif
+    if dpi and file_format in _FORMATS_WITH_DPI:
+        metadata["dpi"] = dpi
+    return metadata
+
+
+def _rewind(target) -> None:
+    # A path is opened afresh (and truncated) by the next save; a buffer must be emptied.
+    if hasattr(target, "truncate"):
+        target.seek(0)
+        target.truncate()

@@ -1,0 +1,241 @@
+"""The HTML report of an evaluation: DIR/index.html with its images beside it and the
+per-image CSV. The page shows the metrics table, each model's training summary and loss
+curves, and strips (gray input | each model | truth) of the best, median and worst images
+by the first model's ab error and of a seeded random sample; the strips' colours are
+recomputed for those few images by running the models again (render_strips).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from .evaluate import (
+    GRAY,
+    TABLE_LEGEND,
+    EvaluateError,
+    EvaluateOptions,
+    Evaluation,
+    ModelUnderTest,
+    engines_for,
+    method_outputs,
+    open_target,
+    summary_table,
+    write_csv,
+)
+from .lab import lab_to_rgb
+
+CASES_PER_GROUP = 3
+# What a report folder holds; the images of an earlier report that the new one does not use
+# are removed with --overwrite, so that the folder never mixes two evaluations.
+REPORT_FILES = ("index.html", "per_image.csv", "images")
+_REPORT_IMAGES = ("strip-*.png", "loss-curves-*.png")
+RANDOM_GROUP = "Random sample"
+STRIP_TILE_HEIGHT = 128
+
+
+def pick_cases(evaluation: Evaluation, *, per_group: int = CASES_PER_GROUP, seed: int = 0) -> dict[str, list[int]]:
+    """Row numbers of the best, median and worst images by the first model's ab error, and a
+    seeded random sample of the others."""
+    errors = evaluation.methods[evaluation.model_labels[0]]["ab_mae"]
+    order = sorted(range(len(errors)), key=lambda row: (errors[row], evaluation.keys[row]))
+    count = len(order)
+    per_group = min(per_group, count)
+    middle = max(0, (count - per_group) // 2)
+    groups = {
+        "Best": order[:per_group],
+        "Median": order[middle : middle + per_group],
+        "Worst": order[count - per_group :][::-1],
+    }
+    shown = {row for rows in groups.values() for row in rows}
+    rest = [row for row in range(count) if row not in shown] or list(range(count))
+    rng = np.random.default_rng(seed)
+    groups[RANDOM_GROUP] = sorted(rng.choice(rest, size=min(per_group, len(rest)), replace=False).tolist())
+    return groups
+
+
+def check_report_dir(directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse a report folder that cannot be written, or holds an earlier report without
+    --overwrite, before any time is spent evaluating."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise EvaluateError(f"{directory}: exists and is not a folder")
+    earlier = [name for name in REPORT_FILES if (directory / name).exists()]
+    if earlier and not overwrite:
+        raise EvaluateError(f"{directory}: holds an earlier report ({earlier[0]}); pass --overwrite to replace it")
+
+
+def write_report(
+    evaluation: Evaluation,
+    directory: str | os.PathLike,
+    *,
+    targets: list[str | os.PathLike],
+    models: list[ModelUnderTest],
+    options: EvaluateOptions = EvaluateOptions(),
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """A self-contained page: DIR/index.html with its PNGs beside it, and DIR/per_image.csv.
+
+    Every file is written atomically and index.html last, so the page never refers to an
+    image that is not there yet; an earlier report's images go only after that.
+    """
+    check_report_dir(directory, overwrite=overwrite)
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    groups = pick_cases(evaluation, seed=seed)
+    rows = sorted({row for group in groups.values() for row in group})
+    strips = render_strips(evaluation, rows, targets=targets, models=models, options=options)
+    strip_files = {}
+    for row, image in strips.items():
+        name = f"images/strip-{evaluation.keys[row]:06d}.png"
+        atomic_write_bytes(directory / name, png_bytes(image))
+        strip_files[row] = name
+    curves = _copy_loss_curves(models, directory)
+    write_csv(evaluation, directory / "per_image.csv", overwrite=overwrite)
+    page = _report_html(evaluation, groups, strip_files, curves)
+    atomic_write_text(directory / "index.html", page)
+    _remove_stale_images(directory, keep={*strip_files.values(), *curves.values()})
+    return directory / "index.html"
+
+
+def _remove_stale_images(directory: Path, *, keep: set[str]) -> None:
+    for pattern in _REPORT_IMAGES:
+        for path in (directory / "images").glob(pattern):
+            if f"images/{path.name}" not in keep:
+                path.unlink(missing_ok=True)
+
+
+def render_strips(evaluation, rows, *, targets, models, options) -> dict[int, np.ndarray]:
+    """Row -> strip (gray input | each model | truth) as uint8 RGB, recomputed for those images."""
+    target = open_target([Path(t) for t in targets], options)
+    wanted = {evaluation.keys[row]: row for row in rows}
+    strips = {}
+    for batch, predicted in method_outputs(target, models, evaluation.mean_ab, options, engines_for(models, options.device), only=set(wanted)):
+        for i, key in enumerate(batch.keys):
+            tiles = [lab_to_rgb(predicted[GRAY][i])]
+            tiles += [lab_to_rgb(predicted[m.label][i]) for m in models]
+            tiles.append(batch.true_rgb[i])
+            strips[wanted[key]] = strip_image(tiles)
+    return strips
+
+
+def strip_image(tiles: list[np.ndarray]) -> np.ndarray:
+    from PIL import Image
+
+    height, width = tiles[0].shape[:2]
+    scale = STRIP_TILE_HEIGHT / height
+    # Small images are enlarged without smoothing, so each pixel stays visible as it is.
+    resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
+    new_size = (max(1, round(width * scale)), STRIP_TILE_HEIGHT)
+    gap = 4
+    canvas = Image.new("RGB", (len(tiles) * (new_size[0] + gap) - gap, STRIP_TILE_HEIGHT), "white")
+    for i, tile in enumerate(tiles):
+        image = Image.fromarray(np.clip(np.rint(tile * 255), 0, 255).astype(np.uint8)).resize(new_size, resample)
+        canvas.paste(image, (i * (new_size[0] + gap), 0))
+    return np.asarray(canvas)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _copy_loss_curves(models: list[ModelUnderTest], directory: Path) -> dict[str, str]:
+    copied = {}
+    for number, m in enumerate(models, start=1):
+        source = runs.loss_curve_of(m.metadata.get("training"))
+        if source is not None:
+            name = f"images/loss-curves-{number}.png"
+            with atomic_output(directory / name) as temporary:
+                shutil.copyfile(source, temporary)
+            copied[m.label] = name
+    return copied
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ccc; }
+table.metrics { border-collapse: collapse; font-size: 14px; }
+table.metrics th, table.metrics td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+table.metrics th:first-child, table.metrics td:first-child { text-align: left; }
+table.metrics th.model { background: #e8f0fe; } table.metrics th.baseline { background: #f3f3f3; }
+.facts { font-size: 14px; } .facts dt { font-weight: bold; float: left; width: 110px; } .facts dd { margin-left: 120px; }
+.strips { display: flex; flex-wrap: wrap; gap: 8px 24px; }
+figure { margin: 4px 0 8px 0; } figcaption { font-size: 13px; color: #444; }
+.columns { font-size: 13px; color: #444; margin-bottom: 6px; }
+pre { background: #f7f7f7; padding: 8px; font-size: 12px; overflow-x: auto; }
+ul.notes { font-size: 14px; }
+"""
+
+
+def _report_html(evaluation: Evaluation, groups, strip_files, curves) -> str:
+    e = html.escape
+    header, rows = summary_table(evaluation)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>portraitcolor evaluation: {e(', '.join(evaluation.model_labels))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Evaluation of {e(' vs '.join(evaluation.model_labels))}</h1>",
+        '<dl class="facts">',
+        f"<dt>Target</dt><dd>{e(evaluation.target)}</dd>",
+        f"<dt>Split</dt><dd>{e(evaluation.split or '-')}</dd>",
+        f"<dt>Images</dt><dd>{evaluation.count}" + (f" ({len(evaluation.failures)} unreadable)" if evaluation.failures else "") + "</dd>",
+        f"<dt>Size</dt><dd>{'full resolution' if evaluation.size is None else f'{evaluation.size}x{evaluation.size}'}</dd>",
+        "</dl>",
+        f"<h2>Metrics</h2><p>{e(TABLE_LEGEND)}. The baselines keep the true L and predict ab = 0 (gray) or the training set's mean ab everywhere (mean ab).</p>",
+        '<table class="metrics"><thead><tr>',
+    ]
+    for i, title in enumerate(header):
+        kind = "" if i == 0 else (' class="model"' if title in evaluation.model_labels else ' class="baseline"')
+        parts.append(f"<th{kind}>{e(title)}</th>")
+    parts.append("</tr></thead><tbody>")
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>")
+    parts.append("</tbody></table>")
+    if evaluation.notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{e(note)}</li>" for note in evaluation.notes) + "</ul>")
+    parts.append(_training_html(evaluation, curves))
+    columns = " | ".join(["gray input", *evaluation.model_labels, "truth"])
+    errors = evaluation.methods[evaluation.model_labels[0]]["ab_mae"]
+    for title, group in groups.items():
+        ranked = "" if title == RANDOM_GROUP else f" by ab error of {evaluation.model_labels[0]}"
+        parts.append(f"<h2>{e(title + ranked)}</h2>")
+        parts.append(f'<div class="columns">{e(columns)}</div><div class="strips">')
+        for row in group:
+            if row in strip_files:
+                caption = f"{evaluation.sources[row]}: ab MAE {errors[row]:.2f}"
+                parts.append(
+                    f'<figure><img src="{e(strip_files[row])}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+                )
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _training_html(evaluation: Evaluation, curves: dict[str, str]) -> str:
+    e = html.escape
+    parts = []
+    for summary in evaluation.models:
+        label = summary["label"]
+        if label not in curves and not summary["training"]:
+            continue
+        parts.append(f"<h2>Training of {e(label)}</h2>")
+        if label in curves:
+            parts.append(f'<img src="{e(curves[label])}" alt="loss curves of {e(label)}" style="max-width: 100%">')
+        if summary["training"]:
+            text = json.dumps({"config": summary["config"], "training": summary["training"]}, indent=2, sort_keys=True)
+            parts.append(f"<pre>{e(text)}</pre>")
+    return "\n".join(parts)
