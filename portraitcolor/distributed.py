@@ -7,6 +7,7 @@ equivalent on CPUs). With one process every function here is a no-op or a local 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 import torch
@@ -107,3 +108,25 @@ class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
         scale = self.weight * torch.rsqrt(var + self.eps)
         y = x32 * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
         return y.to(x.dtype)
+
+
+def catch_stop_signals(stop: threading.Event):
+    """Ctrl-C / SIGTERM set `stop`: the current step finishes, then the run saves and exits.
+    A second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = {}
+
+    def request_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, request_stop)
+    return previous
+
+
+def restore_signals(previous) -> None:
+    for signum, handler in (previous or {}).items():
+        signal.signal(signum, handler)

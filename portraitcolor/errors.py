@@ -12,3 +12,9 @@ class PortraitcolorError(Exception):
 
 class UsageError(PortraitcolorError):
     """The options ask for something that cannot be: the command line is wrong, not the job."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (libraries' messages can run to pages)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import metrics, runs
 from .atomic import atomic_write_text
+from .config import EvaluateOptions
 from .errors import PortraitcolorError
 from .inputs import image_files, utf8_name
 from .images import ImageReadError, Picture, read_image
@@ -50,16 +51,6 @@ FailureCallback = Callable[[str, str], None]  # (source, one-line reason)
 
 class EvaluateError(PortraitcolorError):
     """A problem with the evaluation's inputs, with a one-line reason."""
-
-
-@dataclass(frozen=True)
-class EvaluateOptions:
-    split: str | None = "test"  # None: every image of the set
-    full_res: bool = False
-    batch_size: int = 32
-    device: str = "auto"
-    limit: int | None = None
-    hints: int = 0  # hints per image for hint-aware models, sampled from the truth (seeded by image)
 
 
 @dataclass(frozen=True)

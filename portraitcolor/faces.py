@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 
+from .config import DEFAULT_FACE_MARGIN
 from .errors import PortraitcolorError
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -23,7 +24,6 @@ DETECT_MAX_SIDE = 640
 MIN_FACE_SHARE = 0.08
 # Room around the detected box (a fraction of the box side on each side): Haar
 # boxes are tight on the eyes-to-mouth region; portraits want hair and chin too.
-DEFAULT_MARGIN = 0.6
 
 
 class FaceDetectorError(PortraitcolorError):
@@ -57,7 +57,7 @@ def largest_face(gray: np.ndarray) -> tuple[int, int, int, int] | None:
     return tuple(int(round(value / scale)) for value in (x, y, w, h))
 
 
-def face_square(box: tuple[int, int, int, int], height: int, width: int, *, margin: float = DEFAULT_MARGIN) -> tuple[int, int, int]:
+def face_square(box: tuple[int, int, int, int], height: int, width: int, *, margin: float = DEFAULT_FACE_MARGIN) -> tuple[int, int, int]:
     """The square (top, left, side) around a face box with `margin`, shifted and
     shrunk as needed to stay inside an image of height x width."""
     x, y, w, h = box

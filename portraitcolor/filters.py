@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .prepare import PrepareOptions
+    from .config import PrepareOptions
 
 # Reasons an image is dropped, in the order the filters run, with the words for humans.
 REASONS = {

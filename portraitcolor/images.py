@@ -22,7 +22,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import PortraitcolorError
+from .config import DEFAULT_MAX_PIXELS
+from .errors import PortraitcolorError, first_line
 from .lab import lightness_of_8bit, rgb_to_l
 from .pixels import alpha_of, eight_bit_pixels, embedded_profile, to_srgb
 
@@ -33,7 +34,6 @@ except ImportError:  # pragma: no cover - every wheel on PyPI has it
 
 # A photo larger than this is far beyond any camera and is almost certainly a
 # decompression bomb (a tiny file that claims gigapixels).
-DEFAULT_MAX_PIXELS = 100_000_000
 
 
 class ImageReadError(PortraitcolorError):
@@ -226,12 +226,6 @@ def _reduce_while_decoding(image: Image.Image, min_side: int) -> None:
     scale = min_side / max(1, min(width, height))
     if scale < 1.0:
         image.draft(image.mode, (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's message cut to its first line (libraries' messages can run to pages)."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-from .prepare import PrepareError, PrepareOptions, Source
+from .config import PrepareOptions
+from .prepare import PrepareError, Source
 
 
 def load_imdb_meta(mat_path: str | os.PathLike, *, min_face_score: float) -> dict[str, bool]:

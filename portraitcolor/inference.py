@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from . import images, lab
-from .errors import PortraitcolorError
+from .errors import PortraitcolorError, first_line
 from .hints import HINT_CHANNELS, HintError, Hints, as_hints, predict_following
 
 # Four halvings between the U-Net's five encoder stages: input sides must divide by this.
@@ -72,7 +72,7 @@ class OnnxPredictor:
         try:
             self._net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
         except cv2.error as error:
-            raise InferenceError(f"model {name}: OpenCV cannot read its ONNX form ({images.first_line(error)})") from None
+            raise InferenceError(f"model {name}: OpenCV cannot read its ONNX form ({first_line(error)})") from None
 
     def predict(self, batch: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
         self._net.setInput(network_inputs(self, batch, hints))

@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 import torch
 
-from .lab import lab8_to_net
+from . import hints as hint_rules
+from .lab import ab_from_net, lab8_to_net
 from .setfile import CHUNK_IMAGES, DatasetError, IMAGES, REPEATS, SPLITS, SPLIT_NAMES, inspect_set, split_bytes
 
 
@@ -218,3 +219,25 @@ class TorchBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         return iter(self.batches)
+
+
+def with_sampled_hints(l, ab):
+    """(b, 1, S, S) L and (b, 2, S, S) true ab (0..1) -> (b, 1 + HINT_CHANNELS, S, S): L and
+    hints sampled from the truth (hints.py): none for NO_HINT_SHARE of the images, else a
+    geometric number of square patches, each holding the patch's mean true colour."""
+    batch, _, height, width = l.shape
+    channels = l.new_zeros(batch, hint_rules.HINT_CHANNELS, height, width)
+    true_ab = ab_from_net(ab.detach().float()) / hint_rules.AB_SCALE  # CIELAB / 128
+    draws = torch.rand(batch).tolist()
+    success = 1.0 / hint_rules.MEAN_TRAINING_POINTS
+    for image, draw in enumerate(draws):
+        if draw < hint_rules.NO_HINT_SHARE:
+            continue
+        count = min(int(torch.distributions.Geometric(torch.tensor(success)).sample()) + 1, hint_rules.MAX_TRAINING_POINTS)
+        for _ in range(count):
+            side = int(torch.randint(1, hint_rules.MAX_TRAINING_PATCH + 1, ()))
+            top, left = int(torch.randint(0, height - side + 1, ())), int(torch.randint(0, width - side + 1, ()))
+            rows, cols = slice(top, top + side), slice(left, left + side)
+            channels[image, :2, rows, cols] = true_ab[image, :, rows, cols].mean(dim=(1, 2))[:, None, None]
+            channels[image, 2, rows, cols] = 1.0
+    return torch.cat([l, channels], dim=1)

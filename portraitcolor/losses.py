@@ -1,4 +1,4 @@
-"""Training losses. SSIM is written here rather than taken from a library so that it runs
+"""Training losses, and their means over a validation pass. SSIM is written here rather than taken from a library so that it runs
 on any device inside autograd, in float32, with the reference constants; a test checks it
 against skimage.metrics.structural_similarity (gaussian_weights=True, sigma=1.5)."""
 
@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from . import device as devices
+from .lab import ab_to_net
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -121,3 +124,29 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return 0.5 * (real + fake)
+
+
+def validation_metrics(model, val_loader, device, precision) -> dict:
+    """MAE, MSE, SSIM and PSNR of ab (0..1), mean over images, and the same for gray."""
+    gray_value = float(ab_to_net(0.0))  # a = b = 0: the gray the network would have to beat
+    names = ("mae", "mse", "ssim", "psnr", "rebalanced")
+    sums = {prefix + name: 0.0 for prefix in ("", "gray_") for name in names}
+    count = 0
+    model.eval()
+    with torch.no_grad():
+        for l, ab, _rows in val_loader:
+            l, ab = l.to(device), ab.to(device)
+            with devices.autocast_as(device, precision):
+                prediction = model(l)
+            prediction = prediction.float()
+            gray = torch.full_like(ab, gray_value)
+            for prefix, guess in (("", prediction), ("gray_", gray)):
+                mse = ((guess - ab) ** 2).mean(dim=(1, 2, 3))  # (B,)
+                sums[prefix + "mae"] += float((guess - ab).abs().mean(dim=(1, 2, 3)).sum())
+                sums[prefix + "mse"] += float(mse.sum())
+                sums[prefix + "ssim"] += float(ssim(guess, ab).sum())
+                sums[prefix + "psnr"] += float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).sum())
+                sums[prefix + "rebalanced"] += float(rebalanced_mae(guess, ab).sum())
+            count += len(ab)
+    model.train()
+    return {f"val_{key}": value / count for key, value in sums.items()}

@@ -38,11 +38,11 @@ import numpy as np
 from . import __version__, setfile, variants
 from .atomic import atomic_output
 from .dedupe import HashIndex, existing_hashes, perceptual_hash
+from .config import DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, PrepareOptions
 from .errors import PortraitcolorError
-from .faces import DEFAULT_MARGIN
 from .filters import REASONS, Dropped, RunCounts, add_reports, content_rejection, drop_summary
 from .inputs import image_files, utf8_name
-from .images import DEFAULT_MAX_PIXELS, ImageReadError, read_image_reduced
+from .images import ImageReadError, read_image_reduced
 from .lab import encode_lab8, rgb_to_lab
 from .setfile import SetWriter, seal
 
@@ -67,42 +67,6 @@ _BATCH = 8
 
 class PrepareError(PortraitcolorError):
     """A prepare job that cannot run or produced nothing; the message says why."""
-
-
-@dataclass(frozen=True)
-class PrepareOptions:
-    """Everything that decides which images are kept and how they are stored.
-
-    None for size, val and test means: the existing set's value with --append, else the default.
-    A threshold of 0 turns its filter off.
-    """
-
-    size: int | None = None
-    crop: str = "center"
-    face_margin: float = DEFAULT_MARGIN
-    min_size: int = 64
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    min_contrast: float = 2.0
-    min_detail: float = 3.0
-    min_colorfulness: float = 2.0
-    require_face: bool = False
-    dedupe: bool = False
-    dedupe_distance: int = 4
-    imdb_meta: bool = False
-    min_face_score: float = 1.0
-    val: float | None = None
-    test: float | None = None
-    limit: int | None = None
-    backgrounds: str | None = None  # folder of scene photos for composites of cut-outs
-    composites: int = 4  # composites per cut-out, with backgrounds
-    crops_per_image: int = 4  # with crop "random"
-    seed: int = 0  # the draws of composites and random crops
-    repeat: int = 1  # times each image is drawn per training epoch (stored per image)
-
-
-DEFAULT_SIZE = 128
-DEFAULT_VAL = 0.05
-DEFAULT_TEST = 0.05
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ import numpy as np
 
 from . import runs
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from .config import EvaluateOptions
 from .evaluate import (
     GRAY,
     TABLE_LEGEND,
     EvaluateError,
-    EvaluateOptions,
     Evaluation,
     ModelUnderTest,
     engines_for,

@@ -27,8 +27,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_output
-from .errors import PortraitcolorError
-from .images import first_line
+from .errors import PortraitcolorError, first_line
 
 FORMAT = "portraitcolor-lab8"
 FORMAT_VERSION = 1

@@ -69,7 +69,7 @@ def prepare_table(report: dict):
 
 def train_progress():
     """Render training events on stderr: a rich bar per epoch on a terminal, else one line per epoch."""
-    from .train import EpochDone, EpochStarted, RunStarted, StepDone, describe_record
+    from .train import EpochDone, EpochStarted, RunStarted, StepDone
 
     console = stderr_console()
     live = {"progress": None, "task": None}
@@ -253,4 +253,14 @@ def tolerate_closed_stdout() -> None:
     sys.stdout = io.TextIOWrapper(
         buffered, encoding=stream.encoding, errors=stream.errors,
         line_buffering=stream.line_buffering, write_through=getattr(stream, "write_through", False),
+    )
+
+
+def describe_record(record: dict) -> str:
+    """One line for the end of an epoch."""
+    return (
+        f"epoch {record['epoch']} [{record['phase_name']}] train {record['train_loss']:.4f} val {record['val_loss']:.4f}"
+        f" | ab MAE {record['val_mae']:.4f} SSIM {record['val_ssim']:.4f} PSNR {record['val_psnr']:.2f} dB"
+        f" (gray {record['val_gray_mae']:.4f} / {record['val_gray_ssim']:.4f} / {record['val_gray_psnr']:.2f} dB)"
+        f" | {record['images_per_s']:.1f} img/s"
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gc
 import math
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -28,11 +27,10 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import device as devices, hints as hint_rules, loader, losses, runs, schedule, setfile
-from .distributed import all_ranks_mean, start_distributed, stop_distributed, stop_everywhere, sync_batch_norm, wait_for_every_rank
-from .images import first_line
-from .lab import ab_from_net, ab_to_net
-from .losses import rebalanced_mae, ssim
+from . import device as devices, loader, losses, runs, schedule, setfile
+from .config import TrainConfig
+from .distributed import all_ranks_mean, catch_stop_signals, restore_signals, start_distributed, stop_distributed, stop_everywhere, sync_batch_norm, wait_for_every_rank
+from .errors import first_line
 from .model import PatchDiscriminator, UNet, UNetConfig, widened, with_inputs_of
 from .runs import TrainingError, TrainingUsageError
 from .schedule import EpochRecord, best_epoch, check_lr_decay
@@ -43,39 +41,6 @@ SAMPLE_COUNT = 8
 # Adam divides the rate by its bias correction (as small as 0.1) in float32: a larger rate
 # overflows inside the optimizer instead of reaching the divergence check.
 MAX_LR = 1e30
-
-
-@dataclass
-class TrainConfig:
-    data: str = ""
-    epochs: int | None = None
-    loss: str = "mae,ssim"
-    switch_on_plateau: int | None = None
-    lr: float = 1e-3
-    lr_decay: str = "none"
-    batch_size: int = 32
-    width: int = 64
-    hints: bool = False  # a hint-aware network, trained with hints sampled from the truth
-    init: str | None = None  # start from this model's weights (store name or path): fine-tuning
-    seed: int = 0
-    device: str = "auto"
-    compile: bool = False
-    patience: int | None = None
-    run_dir: str | None = None
-    resume: str | None = None
-    name: str | None = None
-    set_default: bool = False
-    in_memory: bool | None = None
-    workers: int | None = None
-    replace: bool = False  # --name may replace a model of that name in the store
-    overwrite: bool = False  # --run-dir may hold an earlier run's files
-    # The set's size, mtime and sha256, taken at the start: --resume checks it is the same file.
-    data_fingerprint: dict | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 class TrainingInterrupted(Exception):
@@ -157,7 +122,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
                 torch.save(state.checkpoint(run, nets, finished=finished), handle)
 
     emit(RunStarted(run.run_dir, run.total, data.steps, str(run.device), run.precision, world_size, state.epoch if run.checkpoint else None))
-    previous_handlers = _catch_stop_signals(stop)
+    previous_handlers = catch_stop_signals(stop)
     try:
         while state.epoch < run.total:
             phase_index = schedule.phase_at(state.epoch, run.phases, state.history(), run.config.switch_on_plateau)
@@ -188,7 +153,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
                 break
         wait_for_every_rank(world_size)  # none leaves while another still uses the group
     finally:
-        _restore_signals(previous_handlers)
+        restore_signals(previous_handlers)
         # The DDP wrappers hold the process group: dropped first, the group and its gloo threads
         # end in destroy_process_group, not in the interpreter's shutdown (a SIGABRT there).
         nets.unwrap()
@@ -395,7 +360,7 @@ def _train_step(run: _Run, nets: _Networks, phase, l, ab, *, progress: float) ->
     if nets.discriminator:
         nets.raw_discriminator.requires_grad_(phase.adversarial)
     with devices.autocast_as(run.device, run.precision):
-        prediction = nets.model(_with_sampled_hints(l, ab) if config.hints else l)  # (b, 2, S, S) ab in 0..1
+        prediction = nets.model(loader.with_sampled_hints(l, ab) if config.hints else l)  # (b, 2, S, S) ab in 0..1
         loss = losses.reconstruction_loss(phase.terms, prediction, ab)
         if phase.adversarial:
             # Real and generated pairs in one pass: one forward per backward under DDP.
@@ -421,7 +386,7 @@ def _end_epoch(run: _Run, nets: _Networks, data: _Data, state: _RunState, phase_
     """Validate on the whole val split (every rank: same weights, same numbers), record the
     epoch, and on rank 0 write the best weights, the metrics, the loss curves and samples."""
     phase = run.phases[phase_index]
-    metrics = _validate(nets.raw_model, data.val_loader, run.device, run.precision)
+    metrics = losses.validation_metrics(nets.raw_model, data.val_loader, run.device, run.precision)
     val_loss = sum(
         weight * (1.0 - metrics["val_ssim"] if name == "ssim" else metrics[f"val_{name}"])
         for name, weight in phase.validation_terms
@@ -468,28 +433,6 @@ def _load_initial_weights(model, spec: str) -> None:
     start = widened(start, model.config.width)
     # A model with or without hint inputs starts a run of the other kind (see with_inputs_of).
     model.load_state_dict(with_inputs_of(start, model.config).state_dict())
-
-
-def _with_sampled_hints(l, ab):
-    """(b, 1, S, S) L and (b, 2, S, S) true ab (0..1) -> (b, 1 + HINT_CHANNELS, S, S): L and
-    hints sampled from the truth (hints.py): none for NO_HINT_SHARE of the images, else a
-    geometric number of square patches, each holding the patch's mean true colour."""
-    batch, _, height, width = l.shape
-    channels = l.new_zeros(batch, hint_rules.HINT_CHANNELS, height, width)
-    true_ab = ab_from_net(ab.detach().float()) / hint_rules.AB_SCALE  # CIELAB / 128
-    draws = torch.rand(batch).tolist()
-    success = 1.0 / hint_rules.MEAN_TRAINING_POINTS
-    for image, draw in enumerate(draws):
-        if draw < hint_rules.NO_HINT_SHARE:
-            continue
-        count = min(int(torch.distributions.Geometric(torch.tensor(success)).sample()) + 1, hint_rules.MAX_TRAINING_POINTS)
-        for _ in range(count):
-            side = int(torch.randint(1, hint_rules.MAX_TRAINING_PATCH + 1, ()))
-            top, left = int(torch.randint(0, height - side + 1, ())), int(torch.randint(0, width - side + 1, ()))
-            rows, cols = slice(top, top + side), slice(left, left + side)
-            channels[image, :2, rows, cols] = true_ab[image, :, rows, cols].mean(dim=(1, 2))[:, None, None]
-            channels[image, 2, rows, cols] = 1.0
-    return torch.cat([l, channels], dim=1)
 
 
 def _diverged(value: float, where: str, run_dir: Path, records: list) -> TrainingError:
@@ -552,32 +495,6 @@ def _given_fields(config: TrainConfig, given) -> set:
 # ---- validation and pictures -----------------------------------------------------------
 
 
-def _validate(model, val_loader, device, precision) -> dict:
-    """MAE, MSE, SSIM and PSNR of ab (0..1), mean over images, and the same for gray."""
-    gray_value = float(ab_to_net(0.0))  # a = b = 0: the gray the network would have to beat
-    names = ("mae", "mse", "ssim", "psnr", "rebalanced")
-    sums = {prefix + name: 0.0 for prefix in ("", "gray_") for name in names}
-    count = 0
-    model.eval()
-    with torch.no_grad():
-        for l, ab, _rows in val_loader:
-            l, ab = l.to(device), ab.to(device)
-            with devices.autocast_as(device, precision):
-                prediction = model(l)
-            prediction = prediction.float()
-            gray = torch.full_like(ab, gray_value)
-            for prefix, guess in (("", prediction), ("gray_", gray)):
-                mse = ((guess - ab) ** 2).mean(dim=(1, 2, 3))  # (B,)
-                sums[prefix + "mae"] += float((guess - ab).abs().mean(dim=(1, 2, 3)).sum())
-                sums[prefix + "mse"] += float(mse.sum())
-                sums[prefix + "ssim"] += float(ssim(guess, ab).sum())
-                sums[prefix + "psnr"] += float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).sum())
-                sums[prefix + "rebalanced"] += float(rebalanced_mae(guess, ab).sum())
-            count += len(ab)
-    model.train()
-    return {f"val_{key}": value / count for key, value in sums.items()}
-
-
 def _sample_images(val_batches):
     """The first SAMPLE_COUNT val images: the same faces in every epoch's grid."""
     ls, abs_ = [], []
@@ -625,39 +542,3 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---- signals ---------------------------------------------------------------------------
-
-
-def _catch_stop_signals(stop: threading.Event):
-    """Ctrl-C / SIGTERM set `stop`: the current step finishes, then the run saves and exits.
-    A second Ctrl-C interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = {}
-
-    def request_stop(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, request_stop)
-    return previous
-
-
-def _restore_signals(previous) -> None:
-    for signum, handler in (previous or {}).items():
-        signal.signal(signum, handler)
-
-
-def describe_record(record: dict) -> str:
-    """One line for the end of an epoch."""
-    return (
-        f"epoch {record['epoch']} [{record['phase_name']}] train {record['train_loss']:.4f} val {record['val_loss']:.4f}"
-        f" | ab MAE {record['val_mae']:.4f} SSIM {record['val_ssim']:.4f} PSNR {record['val_psnr']:.2f} dB"
-        f" (gray {record['val_gray_mae']:.4f} / {record['val_gray_ssim']:.4f} / {record['val_gray_psnr']:.2f} dB)"
-        f" | {record['images_per_s']:.1f} img/s"
-    )
-

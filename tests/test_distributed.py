@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from portraitcolor.runs import CHECKPOINT
-from portraitcolor.train import TrainConfig, train
+from portraitcolor.config import TrainConfig
+from portraitcolor.train import train
 from tests.conftest import REPO, portrait_stack, write_set
 
 OPTIONS = dict(epochs=2, loss="mae:1,ssim:1", width=4, batch_size=6, lr=3e-3, seed=2)

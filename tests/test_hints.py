@@ -12,6 +12,7 @@ from PIL import Image
 from portraitcolor import hints as hint_rules
 from portraitcolor import images, lab
 from portraitcolor.hints import HintError, Hints, parse_point, read_hints_file, read_scribble
+from portraitcolor.config import EvaluateOptions
 from portraitcolor.inference import open_predictor
 from portraitcolor.torch_inference import TorchPredictor, load_model
 from portraitcolor.store import WeightsStore
@@ -204,7 +205,8 @@ def test_training_with_hints_from_a_model_without_them_starts_as_that_model(tmp_
     import torch
 
     from portraitcolor.model import UNet, UNetConfig
-    from portraitcolor.train import TrainConfig, _load_initial_weights, train
+    from portraitcolor.config import TrainConfig
+    from portraitcolor.train import _load_initial_weights, train
     from conftest import portrait_stack, write_set
 
     WeightsStore().add_file(tiny_model_file, "plain")
@@ -231,16 +233,16 @@ def test_evaluate_with_hints_sampled_from_the_truth(tmp_path, hint_model_file, t
         Image.fromarray(portrait_array(64, 48, seed=i)).save(tmp_path / f"p{i}.png")
     models = core.load_models(["hinted"])
     errors = {
-        count: float(np.mean(core.evaluate([tmp_path], models=models, options=core.EvaluateOptions(device="cpu", hints=count)).methods["hinted"]["ab_mae"]))
+        count: float(np.mean(core.evaluate([tmp_path], models=models, options=EvaluateOptions(device="cpu", hints=count)).methods["hinted"]["ab_mae"]))
         for count in (0, 5)
     }
     assert errors[0] != errors[5]  # the hints reached the network
-    again = core.evaluate([tmp_path], models=models, options=core.EvaluateOptions(device="cpu", hints=5)).methods["hinted"]["ab_mae"]
+    again = core.evaluate([tmp_path], models=models, options=EvaluateOptions(device="cpu", hints=5)).methods["hinted"]["ab_mae"]
     assert float(np.mean(again)) == errors[5]  # seeded: the same hints every run
     WeightsStore().add_file(tiny_model_file, "plain")
     plain = core.load_models(["plain"])
     with pytest.raises(HintError, match="takes no hints"):
-        core.evaluate([tmp_path], models=plain, options=core.EvaluateOptions(device="cpu", hints=5))
+        core.evaluate([tmp_path], models=plain, options=EvaluateOptions(device="cpu", hints=5))
 
 
 def test_a_scribble_of_many_specks_spreads_in_a_bounded_number_of_colour_groups():

@@ -14,7 +14,8 @@ from PIL import Image
 from portraitcolor import prepare as prep, setfile
 from portraitcolor.filters import Dropped
 from portraitcolor.lab import decode_lab8, rgb_to_lab
-from portraitcolor.prepare import Kept, PrepareError, PrepareOptions, collect_sources, prepare, process_image
+from portraitcolor.config import PrepareOptions
+from portraitcolor.prepare import Kept, PrepareError, collect_sources, prepare, process_image
 from tests.conftest import portrait_array, run_cli, write_portrait
 from tests.test_filters import sepia
 

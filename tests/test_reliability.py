@@ -307,7 +307,8 @@ def _set_content(path):
 
 
 def _prepare_in_process(sources, output, *, append=False, size=32):
-    from portraitcolor.prepare import PrepareOptions, collect_sources, prepare
+    from portraitcolor.config import PrepareOptions
+    from portraitcolor.prepare import collect_sources, prepare
 
     options = PrepareOptions(size=size, val=0.2, test=0.2)
     return prepare(collect_sources([str(s) for s in sources]), output, options=options, workers=1, append=append)

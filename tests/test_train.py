@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from portraitcolor.runs import CHECKPOINT, TrainingError
-from portraitcolor.train import EpochDone, StepDone, TrainConfig, TrainingInterrupted, train
+from portraitcolor.config import TrainConfig
+from portraitcolor.train import EpochDone, StepDone, TrainingInterrupted, train
 from portraitcolor.store import WeightsStore, resolve_model
 from tests.conftest import REPO, portrait_array, portrait_stack, write_set
 

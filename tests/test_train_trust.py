@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from portraitcolor.cli import app
 from portraitcolor.runs import CHECKPOINT
-from portraitcolor.train import StepDone, TrainConfig, TrainingInterrupted, train
+from portraitcolor.config import TrainConfig
+from portraitcolor.train import StepDone, TrainingInterrupted, train
 from portraitcolor.store import WeightsStore
 from tests.conftest import REPO, portrait_stack, run_cli, write_set
 

@@ -74,6 +74,19 @@ def test_impossible_train_options_are_usage_errors(faces, tmp_path, options, wor
     assert not (tmp_path / "run").exists() and WeightsStore().names() == []
 
 
+def test_split_fractions_that_leave_no_training_images_are_usage_errors(tmp_path):
+    """Checked by the core's options (config.PrepareOptions), whoever builds them."""
+    from portraitcolor.config import PrepareOptions
+    from portraitcolor.errors import UsageError
+
+    write_portrait(tmp_path / "photos" / "a.png")
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path / "photos"), "-o", str(tmp_path / "s.h5"), "--val", "0.6", "--test", "0.4"])
+    assert result.exit_code == 2 and "--val and --test" in one_line(result.stderr)
+    assert not (tmp_path / "s.h5").exists()
+    with pytest.raises(UsageError):
+        PrepareOptions(val=0.5, test=0.5)
+
+
 def test_a_usage_error_from_the_real_command_is_exit_2(faces, tmp_path):
     result = run_cli("train", str(faces), "--epochs", "0", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2

@@ -13,7 +13,8 @@ from PIL import Image
 from portraitcolor import setfile, variants
 from portraitcolor.loader import LabBatches
 from portraitcolor.setfile import split_for
-from portraitcolor.prepare import PrepareOptions, collect_sources, prepare
+from portraitcolor.config import PrepareOptions
+from portraitcolor.prepare import collect_sources, prepare
 from tests.conftest import portrait_array, run_cli, write_portrait
 
 SIZE = 32
