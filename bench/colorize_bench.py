@@ -122,7 +122,7 @@ def pipeline_rows(*, quick: bool) -> list[Row]:
         for (label, width, height, count, has_target), (engine, model) in itertools.product(cases, engines.items()):
             folder = write_photos(Path(scratch) / label, count, width, height)
             out = Path(scratch) / f"{label}-out"
-            pipeline = count / best_seconds(lambda: _run_pipeline(folder, out, model, batch_size=batch_size), repeats=repeats, warmup=0 if quick else 1)
+            pipeline = count / best_seconds(lambda: _run_pipeline(folder, out, model, batch_size=batch_size), repeats=repeats, warmup=0 if quick else 1)  # noqa: B023 - timed at once
             shape = render_shape(height, width, model.render_size)
             alone = model_only_rate(model, shape, batch_size=min(batch_size, count), repeats=repeats + 2)
             stages = stage_seconds(next(folder.glob("*.jpg")), model, repeats=repeats)

@@ -56,9 +56,9 @@ def measure(*, images: int = 512, size: int = 128, width: int = 16, batch_size: 
 def _inference_seconds(model, set_path: Path, batch_size: int, device) -> float:
     import torch
 
-    from portraitcolor.setfile import iter_split
     from portraitcolor.evaluate import predict_ab
     from portraitcolor.lab import decode_lab8
+    from portraitcolor.setfile import iter_split
     from portraitcolor.torch_inference import TorchPredictor
 
     batches = [decode_lab8(lab8)[..., 0] for _, lab8 in iter_split(set_path, "test", batch_size=batch_size)]

@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from train_bench import measure_inference, measure_loader, measure_training, synthetic_set  # noqa: E402
 
 VARIANTS = (  # (label, precision, channels_last, compile)

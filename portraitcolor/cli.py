@@ -18,8 +18,15 @@ from . import __version__
 from .config import DEFAULT_DEVICE, DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, ColorizeOptions, EvaluateOptions, PrepareOptions, TrainConfig
 from .errors import PortraitcolorError, UsageError
 from .terminal import (
-    evaluate_progress, evaluation_table, prepare_progress, prepare_table,
-    redeliver_interrupts_lost_in_finalizers, report_colorize, stderr_console, tolerate_closed_stdout, train_progress,
+    evaluate_progress,
+    evaluation_table,
+    prepare_progress,
+    prepare_table,
+    redeliver_interrupts_lost_in_finalizers,
+    report_colorize,
+    stderr_console,
+    tolerate_closed_stdout,
+    train_progress,
 )
 
 app = typer.Typer(

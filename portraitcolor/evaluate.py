@@ -32,8 +32,8 @@ from . import metrics, runs
 from .atomic import atomic_write_text
 from .config import EvaluateOptions
 from .errors import PortraitcolorError
-from .inputs import image_files, utf8_name
 from .images import ImageReadError, Picture, read_image
+from .inputs import image_files, utf8_name
 from .lab import l_to_net, lab_to_rgb, rgb_to_lab
 
 GRAY = "gray"
@@ -114,8 +114,8 @@ def engines_for(models: list[ModelUnderTest], device: str) -> dict:
     ONNX form through OpenCV), so that evaluate measures the colours users get."""
     from .device import pick_device, prepare_model
     from .inference import open_predictor, uses_torch
-    from .torch_inference import TorchPredictor
     from .store import is_path_spec
+    from .torch_inference import TorchPredictor
 
     engines = {}
     for m in models:
@@ -161,8 +161,8 @@ class _SetTarget:
         self.count = available if limit is None else min(limit, available)
 
     def batches(self, batch_size: int, *, only: set[int] | None = None) -> Iterator[_Batch]:
-        from .setfile import iter_split
         from .lab import decode_lab8
+        from .setfile import iter_split
 
         position = 0
         for sources, lab8 in iter_split(self.path, self.split, batch_size=batch_size):

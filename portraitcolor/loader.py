@@ -14,8 +14,7 @@ import torch
 
 from . import hints as hint_rules
 from .lab import ab_from_net, lab8_to_net
-from .setfile import CHUNK_IMAGES, DatasetError, IMAGES, REPEATS, SPLITS, SPLIT_NAMES, inspect_set, split_bytes
-
+from .setfile import CHUNK_IMAGES, IMAGES, REPEATS, SPLIT_NAMES, SPLITS, DatasetError, inspect_set, split_bytes
 
 # ---- the training reader ----------------------------------------------------------
 

@@ -37,12 +37,12 @@ import numpy as np
 
 from . import __version__, setfile, variants
 from .atomic import atomic_output
-from .dedupe import HashIndex, existing_hashes, perceptual_hash
 from .config import DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, PrepareOptions
+from .dedupe import HashIndex, existing_hashes, perceptual_hash
 from .errors import PortraitcolorError
 from .filters import REASONS, Dropped, RunCounts, add_reports, content_rejection, drop_summary
-from .inputs import image_files, utf8_name
 from .images import ImageReadError, read_image_reduced
+from .inputs import image_files, utf8_name
 from .lab import encode_lab8, rgb_to_lab
 from .setfile import SetWriter, seal
 

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from .atomic import atomic_output, atomic_write_text
 from .weights import (
-    BUILTIN_NAME, PACKAGED, WeightsError, load_weights_file, packaged_onnx_paths, read_header, save_weights, sha256_of,
+    BUILTIN_NAME,
+    PACKAGED,
+    WeightsError,
+    load_weights_file,
+    packaged_onnx_paths,
+    read_header,
+    save_weights,
+    sha256_of,
 )
 
 STORE_ENV = "PORTRAITCOLOR_HOME"

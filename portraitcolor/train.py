@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import device as devices, loader, losses, runs, schedule, setfile
+from . import device as devices
+from . import loader, losses, runs, schedule, setfile
 from .config import TrainConfig
 from .distributed import all_ranks_mean, catch_stop_signals, restore_signals, start_distributed, stop_distributed, stop_everywhere, sync_batch_norm, wait_for_every_rank
 from .errors import first_line

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .inputs import image_files
 from .images import ImageReadError, read_image_reduced
+from .inputs import image_files
 
 # Random crops take sides between this fraction of the photo's shorter side and all of it.
 RANDOM_CROP_MIN_SCALE = 0.25

@@ -22,10 +22,12 @@ sys.path.insert(0, str(REPO))
 
 from portraitcolor import images, lab  # noqa: E402
 from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
-from portraitcolor.inference import colorize_picture  # noqa: E402
-from portraitcolor.report import png_bytes  # noqa: E402
 from portraitcolor.hints import Hints, PointHint, parse_point  # noqa: E402
-from portraitcolor.inference import open_predictor  # noqa: E402
+from portraitcolor.inference import (  # noqa: E402
+    colorize_picture,
+    open_predictor,
+)
+from portraitcolor.report import png_bytes  # noqa: E402
 
 
 def hints_from_truth(true_lab: np.ndarray, count: int, seed: int) -> tuple[PointHint, ...]:

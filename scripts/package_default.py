@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 from portraitcolor.model import with_inputs_of  # noqa: E402
 from portraitcolor.runs import SUMMARY_MEAN_AB  # noqa: E402
 from portraitcolor.setfile import train_mean_ab  # noqa: E402
-from portraitcolor.weights import PACKAGED, BUILTIN_NAME, load_weights_file, save_weights  # noqa: E402
+from portraitcolor.weights import BUILTIN_NAME, PACKAGED, load_weights_file, save_weights  # noqa: E402
 
 HINT_INPUTS_NOTE = "added at zero weight after training: the network ignores them; hints reach their regions by colorize's propagation"
 

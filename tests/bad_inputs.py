@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import portrait_array
+from PIL import Image
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 import subprocess
 import sys
 
-from portraitcolor import __version__
 from conftest import REPO, run_cli
+
+from portraitcolor import __version__
 
 
 def test_version():

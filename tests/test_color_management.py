@@ -9,10 +9,10 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import portrait_array, run_cli
 from PIL import Image, ImageCms, TiffImagePlugin
 
 from portraitcolor import images, lab
-from conftest import portrait_array, run_cli
 
 # ---- ICC profiles written here, independently of portraitcolor's own code ---------------
 # Pillow can only create sRGB, Lab and XYZ profiles; a gray gamma-1.8 profile and an

@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, portrait_array, run_cli, write_portrait
 from PIL import Image
 
 from portraitcolor import images, lab
 from portraitcolor.inputs import read_file_list
-from conftest import REPO, portrait_array, run_cli, write_portrait
 
 
 @pytest.fixture
@@ -110,7 +110,9 @@ def test_bad_inputs_are_reported_and_the_rest_processed(tmp_path, tiny_model_fil
     assert result.stdout.decode().split() == [str(out / "good.png")]
     errors = result.stderr.decode().strip().splitlines()
     assert len(errors) == 6 and b"Traceback" not in result.stderr
-    for name, reason in [("text.jpg", "not an image"), ("empty.png", "0 bytes"), ("cut.png", "truncated"), ("folder.jpg", "folder holds no images"), ("big.png", "too large"), ("missing.png", "no such file")]:
+    expected = [("text.jpg", "not an image"), ("empty.png", "0 bytes"), ("cut.png", "truncated"),
+                ("folder.jpg", "folder holds no images"), ("big.png", "too large"), ("missing.png", "no such file")]
+    for name, reason in expected:
         assert any(name in line and reason in line for line in errors), (name, errors)
     assert sorted(p.name for p in out.iterdir()) == ["good.png"]  # nothing half-written
 

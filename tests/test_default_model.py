@@ -6,9 +6,9 @@ from PIL import Image
 from portraitcolor import images, lab
 from portraitcolor.store import resolve_model
 from portraitcolor.weights import BUILTIN_NAME, PACKAGED, read_header
+from tests.conftest import REPO, run_cli, write_portrait
 
 PACKAGED_DEFAULT = PACKAGED[BUILTIN_NAME]
-from conftest import REPO, run_cli, write_portrait
 
 
 def test_packaged_model_is_small_and_described():

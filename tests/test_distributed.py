@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from portraitcolor.runs import CHECKPOINT
 from portraitcolor.config import TrainConfig
+from portraitcolor.runs import CHECKPOINT
 from portraitcolor.train import train
 from tests.conftest import REPO, portrait_stack, write_set
 

@@ -24,8 +24,8 @@ def test_every_error_of_the_package_is_a_portraitcolor_error():
 
 
 def test_usage_errors_are_the_ones_that_exit_2():
-    from portraitcolor.schedule import ScheduleError
     from portraitcolor.runs import TrainingError, TrainingUsageError
+    from portraitcolor.schedule import ScheduleError
 
     assert issubclass(ScheduleError, UsageError) and issubclass(TrainingUsageError, UsageError)
     assert not issubclass(TrainingError, UsageError)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from portraitcolor import evaluate as core
+from portraitcolor.lab import decode_lab8
 from portraitcolor.report import write_report
 from portraitcolor.setfile import iter_split
-from portraitcolor.lab import decode_lab8
 from tests.conftest import portrait_array, run_cli, write_portrait, write_set
 
 SPLITS = ["train"] * 10 + ["test"] * 7 + ["val"] * 3

@@ -7,16 +7,16 @@ import json
 
 import numpy as np
 import pytest
+from conftest import portrait_array, run_cli
 from PIL import Image
 
 from portraitcolor import hints as hint_rules
 from portraitcolor import images, lab
-from portraitcolor.hints import HintError, Hints, parse_point, read_hints_file, read_scribble
 from portraitcolor.config import EvaluateOptions
+from portraitcolor.hints import HintError, Hints, parse_point, read_hints_file, read_scribble
 from portraitcolor.inference import open_predictor
-from portraitcolor.torch_inference import TorchPredictor, load_model
 from portraitcolor.store import WeightsStore
-from conftest import portrait_array, run_cli
+from portraitcolor.torch_inference import TorchPredictor, load_model
 
 
 @pytest.fixture
@@ -139,8 +139,8 @@ def _two_regions(height: int = 160, width: int = 240) -> images.Picture:
 def test_a_hint_colours_its_region_and_leaves_a_distant_one(colour):
     """The packaged model on two regions: a hint on the left moves the colour there well toward
     the hint's, and the right region, across the edge, barely changes."""
-    from portraitcolor.inference import colorize_picture
     from portraitcolor.hints import color_ab
+    from portraitcolor.inference import colorize_picture
 
     model = open_predictor(None, device="cpu")
     picture = _two_regions()
@@ -203,11 +203,11 @@ def test_training_with_hints_from_a_model_without_them_starts_as_that_model(tmp_
     """--hints --init: the hint inputs start at zero weight, so before any step the new network
     colours exactly as the old one; after training it is a hint-aware model in the store."""
     import torch
-
-    from portraitcolor.model import UNet, UNetConfig
-    from portraitcolor.config import TrainConfig
-    from portraitcolor.train import _load_initial_weights, train
     from conftest import portrait_stack, write_set
+
+    from portraitcolor.config import TrainConfig
+    from portraitcolor.model import UNet, UNetConfig
+    from portraitcolor.train import _load_initial_weights, train
 
     WeightsStore().add_file(tiny_model_file, "plain")
     widened = UNet(UNetConfig(width=4, size=32, hints=True))

@@ -5,10 +5,10 @@ import io
 
 import numpy as np
 import pytest
+from conftest import portrait_array
 from PIL import Image, ImageCms
 
 from portraitcolor import images, lab
-from conftest import portrait_array
 
 
 def _save(image: Image.Image, path, **options):

@@ -11,14 +11,14 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO, portrait_array, run_cli
 from PIL import Image
 
 from portraitcolor import images, lab
 from portraitcolor.inference import OnnxPredictor, colorize_picture, network_input, open_predictor, render_shape, uses_torch
-from portraitcolor.torch_inference import TorchPredictor, load_model
 from portraitcolor.store import WeightsStore
+from portraitcolor.torch_inference import TorchPredictor, load_model
 from portraitcolor.weights import WeightsError
-from conftest import REPO, portrait_array, run_cli
 
 # The bound for the two engines on photos, in CIELAB a/b units.
 AB_AGREEMENT = 0.5

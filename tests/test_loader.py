@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from portraitcolor import setfile
+from portraitcolor.lab import lab8_to_net
 from portraitcolor.loader import LabBatches, loader
 from portraitcolor.setfile import DatasetError
-from portraitcolor.lab import lab8_to_net
 from tests.conftest import portrait_stack, write_set
 
 SIZE = 16

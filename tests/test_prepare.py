@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portraitcolor import prepare as prep, setfile
+from portraitcolor import prepare as prep
+from portraitcolor import setfile
+from portraitcolor.config import PrepareOptions
 from portraitcolor.filters import Dropped
 from portraitcolor.lab import decode_lab8, rgb_to_lab
-from portraitcolor.config import PrepareOptions
 from portraitcolor.prepare import Kept, PrepareError, collect_sources, prepare, process_image
 from tests.conftest import portrait_array, run_cli, write_portrait
 from tests.test_filters import sepia

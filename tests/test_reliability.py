@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from bad_inputs import make_bad_inputs
 from conftest import REPO, default_sigint, run_cli, write_portrait
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def _leftovers(folder):
@@ -92,7 +93,8 @@ def test_colorize_interrupted_leaves_only_complete_outputs(tmp_path, tiny_model_
     # signal lands mid-run even when this test process is slow to notice the first output.
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "portraitcolor", "colorize", str(source), "-O", str(out), "--batch-size", "1", "--render-size", "768", "-m", str(tiny_model_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=default_sigint)
+    args = [sys.executable, "-m", "portraitcolor", "colorize", str(source), "-O", str(out), "--batch-size", "1", "--render-size", "768", "-m", str(tiny_model_file)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.iterdir())):
         time.sleep(0.05)
@@ -156,8 +158,8 @@ def _corpus(tmp_path):
 
 @pytest.mark.parametrize("given_as", ["folder", "list"])
 def test_prepare_bad_input_corpus(tmp_path, given_as):
-    from portraitcolor.setfile import inspect_set, iter_split
     from portraitcolor.inputs import utf8_name
+    from portraitcolor.setfile import inspect_set, iter_split
 
     cases = _corpus(tmp_path)
     out, report_path = tmp_path / "set.h5", tmp_path / "report.json"
@@ -340,7 +342,7 @@ def test_prepare_interrupted_then_append_completes(tmp_path, signum):
         args = [sys.executable, "-m", "portraitcolor", "prepare", str(photos), "-o", str(target), "--size", "32",
                 "--val", "0.2", "--test", "0.2", "--workers", str(1 + run % 2)] + (["--append"] if before else [])
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=default_sigint)
-        _wait_for(lambda: any(target.parent.glob(".*.part.h5")) or process.poll() is not None)
+        _wait_for(lambda: any(target.parent.glob(".*.part.h5")) or process.poll() is not None)  # noqa: B023 - called at once
         time.sleep(rng.uniform(0.0, 0.4))
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
@@ -359,7 +361,6 @@ def test_prepare_interrupted_then_append_completes(tmp_path, signum):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_evaluate_report_interrupted_leaves_no_half_page(tmp_path, tiny_model_file, signum):
     import numpy as np
-
     from conftest import portrait_array, write_set
 
     images = np.stack([portrait_array(32, 32, seed=i) for i in range(24)])
@@ -470,7 +471,6 @@ def _bad_set_cases():
 
 def _small_set(path):
     import numpy as np
-
     from conftest import portrait_array, write_set
 
     return write_set(path, np.stack([portrait_array(16, 16, seed=i) for i in range(4)]), ["train", "test", "val", "test"])
@@ -571,8 +571,6 @@ def test_untrusted_weights_are_refused_by_every_command(tmp_path, tiny_model_fil
 # exception, never a hang. A bounded number of examples runs by default; `-m fuzz` runs
 # many more (FUZZ_EXAMPLES).
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 DEFAULT_EXAMPLES = 60
 FUZZ_EXAMPLES = 2000
@@ -605,9 +603,8 @@ def _within_time_limit(call):
 def _seed_images():
     import io
 
-    from PIL import Image
-
     from conftest import portrait_array
+    from PIL import Image
 
     face = Image.fromarray(portrait_array(24, 20, seed=3))
     seeds = []

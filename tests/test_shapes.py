@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, write_portrait
 from PIL import Image
 
 from portraitcolor import images, lab
 from portraitcolor.colorize import default_output, fitted_name
 from portraitcolor.inference import MAX_RENDER_ASPECT, render_shape
-from conftest import REPO, write_portrait
 
 NAME_MAX = 255
 

@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from conftest import run_cli
 
 from portraitcolor import weights
 from portraitcolor.store import NoModelError, WeightsStore, resolve_model
 from portraitcolor.weights import WeightsError, read_header
-from conftest import run_cli
 
 
 def test_store_import_default_export_remove(tmp_path, tiny_model_file, monkeypatch):

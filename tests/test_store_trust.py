@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, run_cli
 
 import portraitcolor.model
 from portraitcolor.model import UNet, UNetConfig
 from portraitcolor.store import WeightsStore
 from portraitcolor.weights import WeightsError, load_weights_file, save_weights
-from conftest import REPO, run_cli
 
 
 def test_parallel_imports_keep_every_model(tmp_path, tiny_model_file):

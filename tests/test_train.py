@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from portraitcolor.runs import CHECKPOINT, TrainingError
 from portraitcolor.config import TrainConfig
-from portraitcolor.train import EpochDone, StepDone, TrainingInterrupted, train
+from portraitcolor.runs import CHECKPOINT, TrainingError
 from portraitcolor.store import WeightsStore, resolve_model
+from portraitcolor.train import EpochDone, StepDone, TrainingInterrupted, train
 from tests.conftest import REPO, portrait_array, portrait_stack, write_set
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from portraitcolor import setfile, variants
-from portraitcolor.loader import LabBatches
-from portraitcolor.setfile import split_for
 from portraitcolor.config import PrepareOptions
+from portraitcolor.loader import LabBatches
 from portraitcolor.prepare import collect_sources, prepare
+from portraitcolor.setfile import split_for
 from tests.conftest import portrait_array, run_cli, write_portrait
 
 SIZE = 32

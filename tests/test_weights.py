@@ -3,14 +3,13 @@ import pickle
 import struct
 
 import numpy as np
-
 import pytest
 import torch
+from conftest import run_cli
 
 from portraitcolor.model import UNet, UNetConfig
 from portraitcolor.store import WeightsStore
 from portraitcolor.weights import WeightsError, load_weights_file, read_header, save_weights
-from conftest import run_cli
 
 
 def test_save_and_load_round_trip(tmp_path):
