@@ -27,6 +27,7 @@ def measure(*, images: int = 512, size: int = 128, width: int = 16, batch_size: 
     import torch
 
     from portraitcolor import evaluate as core
+    from portraitcolor.config import EvaluateOptions
     from portraitcolor.device import pick_device
     from portraitcolor.model import UNet, UNetConfig
     from tests.conftest import portrait_array, write_set
@@ -37,8 +38,8 @@ def measure(*, images: int = 512, size: int = 128, width: int = 16, batch_size: 
         torch.manual_seed(0)
         model = UNet(UNetConfig(width=width, size=size)).eval()
         models = [core.ModelUnderTest("bench", model)]
-        options = core.EvaluateOptions(device=device, batch_size=batch_size)
-        core.evaluate([set_path], models=models, options=core.EvaluateOptions(device=device, batch_size=batch_size, limit=batch_size))  # warm-up
+        options = EvaluateOptions(device=device, batch_size=batch_size)
+        core.evaluate([set_path], models=models, options=EvaluateOptions(device=device, batch_size=batch_size, limit=batch_size))  # warm-up
         evaluation = core.evaluate([set_path], models=models, options=options)
         inference_seconds = _inference_seconds(model, set_path, batch_size, pick_device(device))
     return {

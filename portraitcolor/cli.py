@@ -415,6 +415,7 @@ def evaluate(
         device=device,
         limit=limit,
         hints=hints,
+        strips=report is not None,
     )
     console = stderr_console()
     if not console.is_terminal:
@@ -439,7 +440,7 @@ def evaluate(
     if csv_path is not None:
         run_job(core.write_csv, evaluation, csv_path, overwrite=overwrite)
     if report is not None:
-        page = run_job(write_report, evaluation, report, targets=targets, models=models, options=options, overwrite=overwrite)
+        page = run_job(write_report, evaluation, report, overwrite=overwrite)
         console.print(f"report: {page}", markup=False)
     if json_output:
         typer.echo(json.dumps(core.json_document(evaluation), indent=2))

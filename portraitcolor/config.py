@@ -99,6 +99,7 @@ class EvaluateOptions:
     device: str = DEFAULT_DEVICE
     limit: int | None = None
     hints: int = 0  # hints per image for hint-aware models, sampled from the truth (seeded by image)
+    strips: bool = False  # keep each image's strip (gray | models | truth) for a report
 
 
 @dataclass(frozen=True)

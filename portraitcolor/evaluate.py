@@ -53,6 +53,10 @@ class EvaluateError(PortraitcolorError):
     """A problem with the evaluation's inputs, with a one-line reason."""
 
 
+# Height of each picture in a strip of the report.
+STRIP_TILE_HEIGHT = 128
+
+
 @dataclass(frozen=True)
 class ModelUnderTest:
     label: str
@@ -79,6 +83,8 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    # With EvaluateOptions.strips: per image, gray input | each model | truth as JPEG bytes
+    strips: list[bytes] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -386,7 +392,7 @@ def evaluate(
             on_failure(source, reason)
 
     started = time.perf_counter()
-    keys, sources, per_method = [], [], {}
+    keys, sources, per_method, strips = [], [], {}, []
     # The methods' metrics are independent numpy/torch work that releases the GIL: one
     # thread per method uses the cores that a single numpy call leaves idle.
     with ThreadPoolExecutor(max_workers=len(models) + len(BASELINES)) as pool:
@@ -399,6 +405,8 @@ def evaluate(
                 per_method.setdefault(method, []).append(future.result())
             keys.extend(batch.keys)
             sources.extend(batch.sources)
+            if options.strips:
+                strips.extend(_strips(batch, predicted, models))
             if on_progress is not None:
                 on_progress(len(keys) + len(failures), target.count)
     if not sources:
@@ -421,7 +429,43 @@ def evaluate(
         notes=notes,
         failures=failures,
         seconds=time.perf_counter() - started,
+        strips=strips,
     )
+
+
+def _strips(batch: _Batch, predicted: dict, models: list[ModelUnderTest]) -> list[bytes]:
+    """Each image of the batch as gray | each model | truth, STRIP_TILE_HEIGHT pixels high:
+    small enough to keep for every image, so that a report never runs the models again."""
+    strips = []
+    for i in range(len(batch.keys)):
+        tiles = [lab_to_rgb(predicted[GRAY][i]), *(lab_to_rgb(predicted[m.label][i]) for m in models), batch.true_rgb[i]]
+        strips.append(jpeg_bytes(strip_image(tiles)))
+    return strips
+
+
+def strip_image(tiles: list[np.ndarray]) -> np.ndarray:
+    from PIL import Image
+
+    height, width = tiles[0].shape[:2]
+    scale = STRIP_TILE_HEIGHT / height
+    # Small images are enlarged without smoothing, so each pixel stays visible as it is.
+    resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
+    new_size = (max(1, round(width * scale)), STRIP_TILE_HEIGHT)
+    gap = 4
+    canvas = Image.new("RGB", (len(tiles) * (new_size[0] + gap) - gap, STRIP_TILE_HEIGHT), "white")
+    for i, tile in enumerate(tiles):
+        image = Image.fromarray(np.clip(np.rint(tile * 255), 0, 255).astype(np.uint8)).resize(new_size, resample)
+        canvas.paste(image, (i * (new_size[0] + gap), 0))
+    return np.asarray(canvas)
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    # Full-resolution chroma (no 4:2:0 subsampling): the colours are what a report shows.
+    Image.fromarray(image).save(buffer, format="JPEG", quality=92, subsampling=0)
+    return buffer.getvalue()
 
 
 def _lab_metrics(predicted_lab, true_lab, true_rgb, device) -> dict[str, np.ndarray]:

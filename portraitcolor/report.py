@@ -1,8 +1,8 @@
 """The HTML report of an evaluation: DIR/index.html with its images beside it and the
 per-image CSV. The page shows the metrics table, each model's training summary and loss
 curves, and strips (gray input | each model | truth) of the best, median and worst images
-by the first model's ab error and of a seeded random sample; the strips' colours are
-recomputed for those few images by running the models again (render_strips).
+by the first model's ab error and of a seeded random sample. The strips come with the
+evaluation (EvaluateOptions.strips): the report never runs a model.
 """
 
 from __future__ import annotations
@@ -18,28 +18,15 @@ import numpy as np
 
 from . import runs
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
-from .config import EvaluateOptions
-from .evaluate import (
-    GRAY,
-    TABLE_LEGEND,
-    EvaluateError,
-    Evaluation,
-    ModelUnderTest,
-    engines_for,
-    method_outputs,
-    open_target,
-    summary_table,
-    write_csv,
-)
-from .lab import lab_to_rgb
+from .evaluate import TABLE_LEGEND, EvaluateError, Evaluation, summary_table, write_csv
 
 CASES_PER_GROUP = 3
 # What a report folder holds; the images of an earlier report that the new one does not use
 # are removed with --overwrite, so that the folder never mixes two evaluations.
 REPORT_FILES = ("index.html", "per_image.csv", "images")
-_REPORT_IMAGES = ("strip-*.png", "loss-curves-*.png")
+# Strips were PNGs in reports of earlier versions: those are removed too.
+_REPORT_IMAGES = ("strip-*.jpg", "strip-*.png", "loss-curves-*.png")
 RANDOM_GROUP = "Random sample"
-STRIP_TILE_HEIGHT = 128
 
 
 def pick_cases(evaluation: Evaluation, *, per_group: int = CASES_PER_GROUP, seed: int = 0) -> dict[str, list[int]]:
@@ -77,29 +64,28 @@ def write_report(
     evaluation: Evaluation,
     directory: str | os.PathLike,
     *,
-    targets: list[str | os.PathLike],
-    models: list[ModelUnderTest],
-    options: EvaluateOptions = EvaluateOptions(),
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """A self-contained page: DIR/index.html with its PNGs beside it, and DIR/per_image.csv.
+    """A self-contained page: DIR/index.html with its images beside it, and DIR/per_image.csv.
+    The evaluation must carry its strips (made with EvaluateOptions(strips=True)).
 
     Every file is written atomically and index.html last, so the page never refers to an
     image that is not there yet; an earlier report's images go only after that.
     """
     check_report_dir(directory, overwrite=overwrite)
+    if len(evaluation.strips) != evaluation.count:
+        raise EvaluateError("the evaluation holds no strips for a report: evaluate with strips=True")
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     groups = pick_cases(evaluation, seed=seed)
     rows = sorted({row for group in groups.values() for row in group})
-    strips = render_strips(evaluation, rows, targets=targets, models=models, options=options)
     strip_files = {}
-    for row, image in strips.items():
-        name = f"images/strip-{evaluation.keys[row]:06d}.png"
-        atomic_write_bytes(directory / name, png_bytes(image))
+    for row in rows:
+        name = f"images/strip-{evaluation.keys[row]:06d}.jpg"
+        atomic_write_bytes(directory / name, evaluation.strips[row])
         strip_files[row] = name
-    curves = _copy_loss_curves(models, directory)
+    curves = _copy_loss_curves(evaluation.models, directory)
     write_csv(evaluation, directory / "per_image.csv", overwrite=overwrite)
     page = _report_html(evaluation, groups, strip_files, curves)
     atomic_write_text(directory / "index.html", page)
@@ -114,36 +100,6 @@ def _remove_stale_images(directory: Path, *, keep: set[str]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def render_strips(evaluation, rows, *, targets, models, options) -> dict[int, np.ndarray]:
-    """Row -> strip (gray input | each model | truth) as uint8 RGB, recomputed for those images."""
-    target = open_target([Path(t) for t in targets], options)
-    wanted = {evaluation.keys[row]: row for row in rows}
-    strips = {}
-    for batch, predicted in method_outputs(target, models, evaluation.mean_ab, options, engines_for(models, options.device), only=set(wanted)):
-        for i, key in enumerate(batch.keys):
-            tiles = [lab_to_rgb(predicted[GRAY][i])]
-            tiles += [lab_to_rgb(predicted[m.label][i]) for m in models]
-            tiles.append(batch.true_rgb[i])
-            strips[wanted[key]] = strip_image(tiles)
-    return strips
-
-
-def strip_image(tiles: list[np.ndarray]) -> np.ndarray:
-    from PIL import Image
-
-    height, width = tiles[0].shape[:2]
-    scale = STRIP_TILE_HEIGHT / height
-    # Small images are enlarged without smoothing, so each pixel stays visible as it is.
-    resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
-    new_size = (max(1, round(width * scale)), STRIP_TILE_HEIGHT)
-    gap = 4
-    canvas = Image.new("RGB", (len(tiles) * (new_size[0] + gap) - gap, STRIP_TILE_HEIGHT), "white")
-    for i, tile in enumerate(tiles):
-        image = Image.fromarray(np.clip(np.rint(tile * 255), 0, 255).astype(np.uint8)).resize(new_size, resample)
-        canvas.paste(image, (i * (new_size[0] + gap), 0))
-    return np.asarray(canvas)
-
-
 def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -152,15 +108,15 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _copy_loss_curves(models: list[ModelUnderTest], directory: Path) -> dict[str, str]:
+def _copy_loss_curves(models: list[dict], directory: Path) -> dict[str, str]:
     copied = {}
     for number, m in enumerate(models, start=1):
-        source = runs.loss_curve_of(m.metadata.get("training"))
+        source = runs.loss_curve_of(m["training"])
         if source is not None:
             name = f"images/loss-curves-{number}.png"
             with atomic_output(directory / name) as temporary:
                 shutil.copyfile(source, temporary)
-            copied[m.label] = name
+            copied[m["label"]] = name
     return copied
 
 

@@ -28,7 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from portraitcolor import evaluate as ev  # noqa: E402
 from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
-from portraitcolor.report import png_bytes, render_strips  # noqa: E402
+from portraitcolor.config import EvaluateOptions  # noqa: E402
+from portraitcolor.lab import lab_to_rgb  # noqa: E402
+from portraitcolor.report import png_bytes  # noqa: E402
 
 COLUMNS = ("model", "ab / gray", "ab", "CIEDE2000", "PSNR dB (gray)", "colourfulness ratio", "beats gray")
 
@@ -82,9 +84,23 @@ def sample_rows(evaluation: ev.Evaluation, count: int, seed: int = 0) -> list[in
     return sorted(int(row) for row in rng.choice(evaluation.count, size=min(count, evaluation.count), replace=False))
 
 
+def render_strips(evaluation: ev.Evaluation, rows: list[int], *, targets: list[str], models: list[ev.ModelUnderTest], options: EvaluateOptions) -> dict[int, np.ndarray]:
+    """Row -> strip (gray input | each model | truth), the models run again on those photos:
+    each model was evaluated on its own (at its own render size), so no one evaluation holds
+    them side by side."""
+    target = ev.open_target([Path(t) for t in targets], options)
+    wanted = {evaluation.keys[row]: row for row in rows}
+    strips = {}
+    for batch, predicted in ev.method_outputs(target, models, evaluation.mean_ab, options, ev.engines_for(models, options.device), only=set(wanted)):
+        for i, key in enumerate(batch.keys):
+            tiles = [lab_to_rgb(predicted[ev.GRAY][i]), *(lab_to_rgb(predicted[m.label][i]) for m in models), batch.true_rgb[i]]
+            strips[wanted[key]] = ev.strip_image(tiles)
+    return strips
+
+
 def stacked_strips(evaluation: ev.Evaluation, rows: list[int], models: list[ev.ModelUnderTest], targets: list[str], device: str) -> np.ndarray:
     """gray | each model | truth for each row, one strip under the other."""
-    strips = render_strips(evaluation, rows, targets=targets, models=models, options=ev.EvaluateOptions(device=device))
+    strips = render_strips(evaluation, rows, targets=targets, models=models, options=EvaluateOptions(device=device))
     stacked = [strips[row] for row in rows]
     gap = np.full((4, stacked[0].shape[1], 3), 255, np.uint8)
     return np.concatenate([part for strip in stacked for part in (strip, gap)][:-1])
@@ -96,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, evaluations = [], []
     for m in models:
         # One model at a time: evaluate compares at most two, and each gets its own render size.
-        result = ev.evaluate(options.photos, models=[m], options=ev.EvaluateOptions(device=options.device))
+        result = ev.evaluate(options.photos, models=[m], options=EvaluateOptions(device=options.device))
         for source, reason in result.failures:
             print(f"{source}: {reason}", file=sys.stderr)
         rows.append(figures(result, m.label))

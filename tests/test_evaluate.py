@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from portraitcolor import evaluate as core
+from portraitcolor.config import EvaluateOptions
 from portraitcolor.lab import decode_lab8
 from portraitcolor.report import write_report
 from portraitcolor.setfile import iter_split
@@ -120,7 +121,7 @@ def test_folder_target_with_a_broken_file(tmp_path, portrait_dir, tiny_model_fil
 def test_folder_target_mean_ab_from_model_metadata(tmp_path, portrait_dir):
     model_path = _second_model(tmp_path, training={"mean_ab": [12.0, 15.0]})
     models = core.load_models([str(model_path)])
-    evaluation = core.evaluate([portrait_dir], models=models, options=core.EvaluateOptions(device="cpu", batch_size=5))
+    evaluation = core.evaluate([portrait_dir], models=models, options=EvaluateOptions(device="cpu", batch_size=5))
     assert evaluation.mean_ab == (12.0, 15.0)
     assert list(evaluation.methods) == ["other", core.GRAY, core.MEAN_AB]
     assert evaluation.count == 12 and evaluation.size == 32
@@ -129,7 +130,7 @@ def test_folder_target_mean_ab_from_model_metadata(tmp_path, portrait_dir):
 def test_batch_size_does_not_change_the_numbers(tiny_set, tiny_model_file):
     models = core.load_models([str(tiny_model_file)])
     results = [
-        core.aggregate(core.evaluate([tiny_set], models=models, options=core.EvaluateOptions(device="cpu", batch_size=size)))
+        core.aggregate(core.evaluate([tiny_set], models=models, options=EvaluateOptions(device="cpu", batch_size=size)))
         for size in (3, 64)
     ]
     for method in results[0]:
@@ -147,10 +148,10 @@ def test_square_resize_crops_the_centre():
 @pytest.mark.parametrize(
     "targets,options,message",
     [
-        (["set"], core.EvaluateOptions(full_res=True), "--full-res applies to photos"),
-        (["set", "photo"], core.EvaluateOptions(), "not mixed with other targets"),
-        (["set"], core.EvaluateOptions(split="val", limit=None), None),
-        (["empty"], core.EvaluateOptions(), "no images found"),
+        (["set"], EvaluateOptions(full_res=True), "--full-res applies to photos"),
+        (["set", "photo"], EvaluateOptions(), "not mixed with other targets"),
+        (["set"], EvaluateOptions(split="val", limit=None), None),
+        (["empty"], EvaluateOptions(), "no images found"),
     ],
 )
 def test_target_checks(tmp_path, tiny_set, targets, options, message):
@@ -191,10 +192,11 @@ def test_full_resolution_path_with_a_stand_in_colorize(monkeypatch, tmp_path, ti
     for i, (height, width) in enumerate([(70, 50), (48, 90)]):
         write_portrait(tmp_path / "photos" / f"p{i}.png", height, width, seed=i)
     models = core.load_models([str(tiny_model_file)])
-    options = core.EvaluateOptions(full_res=True, device="cpu")
+    options = EvaluateOptions(full_res=True, device="cpu", strips=True)
     evaluation = core.evaluate([tmp_path / "photos"], models=models, options=options)
     assert [shape for shape, _, _ in calls] == [(70, 50, 3), (48, 90, 3)]
     assert evaluation.size is None and evaluation.count == 2
     np.testing.assert_allclose(evaluation.methods["tiny"]["ab_mae"], evaluation.methods[core.GRAY]["ab_mae"], atol=0.05)
-    write_report(evaluation, tmp_path / "report", targets=[tmp_path / "photos"], models=models, options=options)
+    write_report(evaluation, tmp_path / "report")
     assert (tmp_path / "report" / "index.html").is_file()
+    assert len(calls) == 2  # the report's strips came with the evaluation: no model ran again

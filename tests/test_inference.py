@@ -15,6 +15,7 @@ from conftest import REPO, portrait_array, run_cli
 from PIL import Image
 
 from portraitcolor import images, lab
+from portraitcolor.config import EvaluateOptions
 from portraitcolor.inference import OnnxPredictor, colorize_picture, network_input, open_predictor, render_shape, uses_torch
 from portraitcolor.store import WeightsStore
 from portraitcolor.torch_inference import TorchPredictor, load_model
@@ -143,7 +144,7 @@ def test_evaluate_measures_the_engine_colorize_uses(tmp_path, tiny_model_file):
     assert isinstance(core.engines_for(models, "cpu")["tiny"], OnnxPredictor)
     assert isinstance(core.engines_for(models, "torch")["tiny"], TorchPredictor)
     by_engine = {
-        device: core.evaluate([tmp_path], models=models, options=core.EvaluateOptions(device=device)).methods["tiny"]["ab_mae"]
+        device: core.evaluate([tmp_path], models=models, options=EvaluateOptions(device=device)).methods["tiny"]["ab_mae"]
         for device in ("cpu", "torch")
     }
     assert np.abs(np.asarray(by_engine["cpu"]) - np.asarray(by_engine["torch"])).max() < 0.05

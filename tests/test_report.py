@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from portraitcolor import runs
-from portraitcolor.evaluate import EvaluateError
-from portraitcolor.report import STRIP_TILE_HEIGHT, check_report_dir
+from portraitcolor.evaluate import STRIP_TILE_HEIGHT, EvaluateError
+from portraitcolor.report import check_report_dir
 from tests.conftest import portrait_array, run_cli, write_set
 
 SPLITS = ["train"] * 10 + ["test"] * 7 + ["val"] * 3
