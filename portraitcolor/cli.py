@@ -17,6 +17,7 @@ import typer
 from . import __version__
 from .config import DEFAULT_DEVICE, DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, ColorizeOptions, EvaluateOptions, PrepareOptions, TrainConfig
 from .errors import PortraitcolorError, UsageError
+from .inputs import read_files_from
 from .terminal import (
     evaluate_progress,
     evaluation_table,
@@ -267,7 +268,7 @@ def prepare_command(
         raise fail("--append and --overwrite exclude each other", code=EXIT_USAGE)
     if output.exists() and not (append or overwrite):
         raise fail(f"{output} exists: use --append to add to it or --overwrite to replace it", code=EXIT_USAGE)
-    listed = _read_files_from(files_from, null=null) if files_from else []
+    listed = run_job(read_files_from, files_from, nul=null) if files_from else []
     if not sources and not listed:
         raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
     _refuse_output_clashes({"-o": output, "--report": report}, [*(sources or []), *listed])
@@ -406,7 +407,7 @@ def evaluate(
     import json
 
     from . import evaluate as core
-    from .report import check_report_dir, write_report
+    from . import report as outputs
 
     options = EvaluateOptions(
         split=None if split is EvaluateSplit.all else split.value,
@@ -422,9 +423,9 @@ def evaluate(
         console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
     _refuse_output_clashes({"--csv": csv_path, "--report": report}, targets)
     if csv_path is not None:
-        run_job(core.check_csv_path, csv_path, overwrite=overwrite)
+        run_job(outputs.check_csv_path, csv_path, overwrite=overwrite)
     if report is not None:
-        run_job(check_report_dir, report, overwrite=overwrite)
+        run_job(outputs.check_report_dir, report, overwrite=overwrite)
     models = run_job(core.load_models, model)
 
     def on_failure(source: str, reason: str) -> None:
@@ -432,18 +433,18 @@ def evaluate(
 
     with evaluate_progress(console) as on_progress:
         evaluation = run_job(core.evaluate, targets, models=models, options=options, on_progress=on_progress, on_failure=on_failure)
-    console.print(evaluation_table(evaluation, core))
+    console.print(evaluation_table(evaluation))
     for note in evaluation.notes:
         console.print(f"note: {note}", markup=False, soft_wrap=True)
     rate = evaluation.count / evaluation.seconds if evaluation.seconds > 0 else float("inf")
     console.print(f"{evaluation.count} images in {evaluation.seconds:.1f} s ({rate:.1f} images/s) on {evaluation.device}", markup=False)
     if csv_path is not None:
-        run_job(core.write_csv, evaluation, csv_path, overwrite=overwrite)
+        run_job(outputs.write_csv, evaluation, csv_path, overwrite=overwrite)
     if report is not None:
-        page = run_job(write_report, evaluation, report, overwrite=overwrite)
+        page = run_job(outputs.write_report, evaluation, report, overwrite=overwrite)
         console.print(f"report: {page}", markup=False)
     if json_output:
-        typer.echo(json.dumps(core.json_document(evaluation), indent=2))
+        typer.echo(json.dumps(outputs.json_document(evaluation), indent=2))
     if evaluation.failures:
         raise typer.Exit(EXIT_FAILED)
 
@@ -477,15 +478,16 @@ def colorize(
     By default a result is written beside its input as NAME_color.EXT.
     """
     inputs = list(inputs or [])
-    _check_colorize_usage(inputs, output=output, output_dir=output_dir, files_from=files_from, skip_existing=skip_existing, overwrite=overwrite)
+    from .colorize import check_usage, colorize_jobs, plan_jobs
+
+    run_job(check_usage, inputs, output=output, output_dir=output_dir, files_from=files_from, skip_existing=skip_existing, overwrite=overwrite, stdout_is_terminal=sys.stdout.isatty())
     if files_from is not None:
-        inputs += _read_files_from(files_from, null=null)
+        inputs += run_job(read_files_from, files_from, nul=null)
     if output is not None and len(inputs) != 1:
         raise fail(f"-o takes exactly one input, got {len(inputs)} (use -O DIR for several)", code=EXIT_USAGE)
     if output is not None and Path(inputs[0]).is_dir():
         raise fail("-o takes one file; use -O DIR for a folder", code=EXIT_USAGE)
 
-    from .colorize import colorize_jobs, plan_jobs
     from .hints import read_hints
     from .inference import check_takes_hints, open_predictor
 
@@ -500,31 +502,6 @@ def colorize(
     failures = report_colorize(results, json_output=json_output)
     if failures:
         raise typer.Exit(EXIT_FAILED)
-
-
-def _check_colorize_usage(inputs, *, output, output_dir, files_from, skip_existing, overwrite) -> None:
-    if not inputs and files_from is None:
-        raise fail("no inputs: give image files, folders, - (stdin) or --files-from", code=EXIT_USAGE)
-    if output is not None and output_dir is not None:
-        raise fail("-o and -O cannot be used together", code=EXIT_USAGE)
-    if skip_existing and overwrite:
-        raise fail("--skip-existing and --overwrite cannot be used together", code=EXIT_USAGE)
-    if "-" in inputs and files_from == "-":
-        raise fail("stdin cannot carry both an image (-) and --files-from -", code=EXIT_USAGE)
-    if "-" in inputs and output is None:
-        raise fail("an image read from stdin needs -o FILE, or -o - for stdout", code=EXIT_USAGE)
-    if output == "-" and sys.stdout.isatty():
-        raise fail("refusing to write image bytes to a terminal; redirect stdout or use -o FILE", code=EXIT_USAGE)
-
-
-def _read_files_from(source: str, *, null: bool) -> list:
-    from .inputs import read_file_list
-
-    try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except OSError as error:
-        raise fail(f"{source}: cannot read the file list ({error.strerror or error})", code=EXIT_USAGE) from None
-    return read_file_list(data, nul=null)
 
 
 # Registered last so that `portraitcolor --help` lists the jobs first, in the order they are used.

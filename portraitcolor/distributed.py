@@ -1,7 +1,8 @@
 """Training on several processes (torchrun): joining and leaving the process group, the
-collectives the training loop needs (all ranks stop together, means over ranks), and batch
-norm whose statistics are those of the global batch (SyncBatchNorm on GPUs, a gloo
-equivalent on CPUs). With one process every function here is a no-op or a local computation.
+collectives the training loop needs (all ranks stop together, means over ranks), the networks
+wrapped in DistributedDataParallel, and batch norm whose statistics are those of the global
+batch (SyncBatchNorm on GPUs, a gloo equivalent on CPUs). With one process every function here
+is a no-op or a local computation.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 def start_distributed(device_spec: str) -> tuple[int, int, int]:
@@ -67,6 +69,14 @@ def sync_batch_norm(module, device):
         if type(child) is torch.nn.BatchNorm2d:
             child.__class__ = CrossProcessBatchNorm2d
     return module
+
+
+def data_parallel(module, device, world_size: int):
+    """The module as the training steps call it: under torchrun wrapped in DistributedDataParallel
+    (gradients averaged over ranks); with one process (or no module) the module itself."""
+    if world_size <= 1 or module is None:
+        return module
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 class SumOverRanks(torch.autograd.Function):

@@ -1,9 +1,8 @@
 """Evaluate models on held-out portraits, with the trivial baselines beside them.
 
     evaluate(targets, models=..., options=...) -> Evaluation   per-image metrics per method
-    aggregate(evaluation)                                       mean and median per metric
-    summary_table(evaluation)                                   the same as rows of text
-    json_document / csv_text / write_csv                        the outputs (report.py: the HTML report)
+
+report.py turns an Evaluation into what people read: the table, JSON, CSV and HTML report.
 
 A target is an HDF5 set (one of its splits) or colour photos, which are turned gray
 internally. Every method sees the same images and the true L: the models predict ab, the
@@ -16,12 +15,10 @@ on every run, and nothing random enters the metrics (the report's random sample 
 
 from __future__ import annotations
 
-import csv
 import io
-import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,28 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, runs
-from .atomic import atomic_write_text
 from .config import EvaluateOptions
-from .errors import PortraitcolorError
-from .images import ImageReadError, Picture, read_image
-from .inputs import image_files, utf8_name
+from .images import Picture
+from .inputs import utf8_name
 from .lab import l_to_net, lab_to_rgb, rgb_to_lab
+from .targets import Batch, EvaluateError, FailureCallback, PhotoTarget, SetTarget, open_target
 
 GRAY = "gray"
 HINT_SEED = 20171
 MEAN_AB = "mean ab"
 BASELINES = (GRAY, MEAN_AB)
-# The mean ab of this many training images is within a small fraction of a CIELAB unit of
-# the full split's, and reading a 240,000-image split for two numbers would dominate the run.
-# Where train may record things about its run in the weights metadata's training summary.
-SET_SUFFIXES = (".h5", ".hdf5")
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in total)
-FailureCallback = Callable[[str, str], None]  # (source, one-line reason)
-
-
-class EvaluateError(PortraitcolorError):
-    """A problem with the evaluation's inputs, with a one-line reason."""
 
 
 # Height of each picture in a strip of the report.
@@ -141,135 +128,6 @@ def _unique_label(label: str, taken: list[str]) -> str:
     return candidate
 
 
-# ---- targets: where the true images come from -------------------------------------------
-
-
-@dataclass
-class _Batch:
-    keys: list[int]
-    sources: list[str]
-    true_lab: np.ndarray  # (B, S, S, 3) float32 CIELAB
-    true_rgb: np.ndarray  # (B, S, S, 3) float32 0..1
-
-
-class _SetTarget:
-    """One split of an HDF5 set: the stored LAB is the truth, as training saw it."""
-
-    def __init__(self, path: Path, split: str | None, limit: int | None) -> None:
-        from .setfile import inspect_set
-
-        self.path, self.split = path, split
-        info = inspect_set(path)
-        self.size = info.size
-        available = info.count if split is None else info.split_counts.get(split, 0)
-        if available == 0:
-            raise EvaluateError(f"{path}: the {split or 'whole'} split holds no images")
-        self.count = available if limit is None else min(limit, available)
-
-    def batches(self, batch_size: int, *, only: set[int] | None = None) -> Iterator[_Batch]:
-        from .lab import decode_lab8
-        from .setfile import iter_split
-
-        position = 0
-        for sources, lab8 in iter_split(self.path, self.split, batch_size=batch_size):
-            keys = list(range(position, min(position + len(sources), self.count)))
-            position += len(sources)
-            rows = [i for i, key in enumerate(keys) if only is None or key in only]
-            if rows:
-                true_lab = decode_lab8(lab8[rows])
-                yield _Batch([keys[i] for i in rows], [sources[i] for i in rows], true_lab, lab_to_rgb(true_lab))
-            if position >= self.count:
-                return
-
-    def mean_ab(self) -> tuple[tuple[float, float] | None, str]:
-        """The train split's mean (a, b): what train records in every model's summary."""
-        from .setfile import train_mean_ab
-
-        value, images = train_mean_ab(self.path)
-        if value is None:
-            return None, "mean-ab baseline skipped: the set's train split is empty"
-        a, b = value
-        return (a, b), f"mean ab baseline: a={a:.2f}, b={b:.2f}, from {images} images of the set's train split"
-
-
-class _PhotoTarget:
-    """Colour photos; each is read, centre-cropped and resized, or kept whole (full_res)."""
-
-    def __init__(self, paths: list[Path], limit: int | None) -> None:
-        self.files = _list_photos(paths)
-        if not self.files:
-            raise EvaluateError("no images found in " + ", ".join(str(path) for path in paths))
-        if limit is not None:
-            self.files = self.files[:limit]
-        self.count = len(self.files)
-
-    def pictures(self, *, only: set[int] | None, on_failure: FailureCallback | None) -> Iterator[tuple[int, str, Picture]]:
-        for key, (path, source) in enumerate(self.files):
-            if only is not None and key not in only:
-                continue
-            try:
-                yield key, source, read_image(path)
-            except ImageReadError as error:
-                if on_failure is not None:
-                    on_failure(utf8_name(str(path)), str(error))
-
-    def batches(
-        self, batch_size: int, *, size: int, only: set[int] | None = None, on_failure: FailureCallback | None = None
-    ) -> Iterator[_Batch]:
-        pending: list[tuple[int, str, np.ndarray]] = []
-        for key, source, picture in self.pictures(only=only, on_failure=on_failure):
-            pending.append((key, source, square_resize(picture.rgb, size)))
-            if len(pending) == batch_size:
-                yield _photo_batch(pending)
-                pending = []
-        if pending:
-            yield _photo_batch(pending)
-
-
-def _photo_batch(items: list[tuple[int, str, np.ndarray]]) -> _Batch:
-    true_rgb = np.stack([rgb for _, _, rgb in items])
-    return _Batch([key for key, _, _ in items], [source for _, source, _ in items], rgb_to_lab(true_rgb), true_rgb)
-
-
-def _list_photos(paths: list[Path]) -> list[tuple[Path, str]]:
-    """(path, source name) of every photo: named files as given, folders searched recursively."""
-    found = []
-    for path in paths:
-        if path.is_dir():
-            files = image_files(path, recursive=True)
-            found.extend((file, utf8_name(file.relative_to(path).as_posix())) for file in files)
-        else:
-            found.append((path, utf8_name(str(path))))  # a missing file is reported when it is read
-    return found
-
-
-def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop to a square, then resize to size x size, as prepare's center crop does:
-    (H, W, 3) -> (S, S, 3) float32."""
-    from .faces import center_square, crop_square, resize_square
-
-    square = crop_square(rgb, center_square(*rgb.shape[:2]))
-    return resize_square(np.ascontiguousarray(square, dtype=np.float32), size)
-
-
-def open_target(paths: list[Path], options: EvaluateOptions):
-    """An HDF5 set (one file) or photos; refuses mixtures and options that do not apply."""
-    import h5py
-
-    paths = [Path(path) for path in paths]
-    if not paths:
-        raise EvaluateError("no target given (an HDF5 set, or photos / folders)")
-    # A damaged set is still a set: its name says so, and inspect_set says what is wrong.
-    sets = [path for path in paths if path.is_file() and (path.suffix.lower() in SET_SUFFIXES or h5py.is_hdf5(path))]
-    if sets:
-        if len(paths) > 1:
-            raise EvaluateError(f"{sets[0]}: give one HDF5 set on its own, not mixed with other targets")
-        if options.full_res:
-            raise EvaluateError(f"{sets[0]}: --full-res applies to photos; a set holds images at its own size")
-        return _SetTarget(sets[0], options.split, options.limit)
-    return _PhotoTarget(paths, options.limit)
-
-
 # ---- predictions ------------------------------------------------------------------------
 
 
@@ -285,7 +143,7 @@ def predict_ab(engine, true_l: np.ndarray, hints: np.ndarray | None = None) -> n
     return predict_following(engine, l_net, hints).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
 
 
-def sampled_hints(batch: _Batch, count: int) -> np.ndarray | None:
+def sampled_hints(batch: Batch, count: int) -> np.ndarray | None:
     """evaluate --hints: `count` hints per image from its true colours, seeded by the image's
     key, so every model and every run sees the same ones."""
     from .hints import sample_from_truth
@@ -320,7 +178,7 @@ def method_outputs(target, models, mean_ab, options, engines, *, only=None, on_f
     if options.full_res:
         yield from _full_res_outputs(target, models, mean_ab, options, engines, only=only, on_failure=on_failure)
         return
-    if isinstance(target, _SetTarget):
+    if isinstance(target, SetTarget):
         batches = target.batches(options.batch_size, only=only)
     else:
         batches = target.batches(options.batch_size, size=models[0].model.config.size, only=only, on_failure=on_failure)
@@ -351,7 +209,7 @@ def _full_res_outputs(target, models, mean_ab, options, engines, *, only, on_fai
             rgb = colorize_picture(engines[m.label], gray)
             predicted[m.label] = _with_ab(true_lab, rgb_to_lab(np.asarray(rgb, np.float32))[None][..., 1:])
         predicted.update(_baseline_outputs(true_lab, mean_ab))
-        yield _Batch([key], [source], true_lab, picture.rgb[None].astype(np.float32)), predicted
+        yield Batch([key], [source], true_lab, picture.rgb[None].astype(np.float32)), predicted
 
 
 # ---- the evaluation ---------------------------------------------------------------------
@@ -373,7 +231,7 @@ def evaluate(
     if options.batch_size < 1:
         raise EvaluateError(f"batch size must be at least 1, got {options.batch_size}")
     target = open_target([Path(t) for t in targets], options)
-    size = None if options.full_res else (target.size if isinstance(target, _SetTarget) else models[0].model.config.size)
+    size = None if options.full_res else (target.size if isinstance(target, SetTarget) else models[0].model.config.size)
     notes = _size_notes(target, models, size)
     device = pick_device(options.device)  # for the metrics
     engines = engines_for(models, options.device)
@@ -417,7 +275,7 @@ def evaluate(
     }
     return Evaluation(
         target=", ".join(utf8_name(str(t)) for t in targets),
-        split=options.split if isinstance(target, _SetTarget) else None,
+        split=options.split if isinstance(target, SetTarget) else None,
         size=size,
         device=str(device),
         keys=keys,
@@ -433,7 +291,7 @@ def evaluate(
     )
 
 
-def _strips(batch: _Batch, predicted: dict, models: list[ModelUnderTest]) -> list[bytes]:
+def _strips(batch: Batch, predicted: dict, models: list[ModelUnderTest]) -> list[bytes]:
     """Each image of the batch as gray | each model | truth, STRIP_TILE_HEIGHT pixels high:
     small enough to keep for every image, so that a report never runs the models again."""
     strips = []
@@ -482,7 +340,7 @@ def _size_notes(target, models, size) -> list[str]:
     if size % SIDE_MULTIPLE:
         raise EvaluateError(f"image size {size} is not a multiple of {SIDE_MULTIPLE}, which the U-Net needs")
     notes = []
-    if isinstance(target, _PhotoTarget):
+    if isinstance(target, PhotoTarget):
         notes.append(f"photos centre-cropped and resized to {size}x{size}, the size of model {models[0].label}")
     for m in models:
         if m.model.config.size != size:
@@ -491,7 +349,7 @@ def _size_notes(target, models, size) -> list[str]:
 
 
 def _mean_ab(target, models) -> tuple[tuple[float, float] | None, str]:
-    if isinstance(target, _SetTarget):
+    if isinstance(target, SetTarget):
         return target.mean_ab()
     value = runs.mean_ab_of(models[0].metadata.get("training"))
     if value is not None:
@@ -501,92 +359,3 @@ def _mean_ab(target, models) -> tuple[tuple[float, float] | None, str]:
 
 
 # ---- aggregates and their text ----------------------------------------------------------
-
-
-def _finite_stats(values: np.ndarray) -> dict[str, float | None]:
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return {"mean": None, "median": None}
-    return {"mean": float(finite.mean()), "median": float(np.median(finite))}
-
-
-def aggregate(evaluation: Evaluation) -> dict[str, dict[str, dict[str, float | None]]]:
-    """method -> metric -> {"mean", "median"} (NaN values, such as undefined ratios, left out)."""
-    return {
-        method: {metric.name: _finite_stats(values[metric.name]) for metric in metrics.METRICS}
-        for method, values in evaluation.methods.items()
-    }
-
-
-_BETTER_MARKS = {"lower": "\u2193", "higher": "\u2191", "closer to 1": "\u2192 1", "": ""}
-TABLE_LEGEND = "mean (median) over the images; \u2193 lower is better, \u2191 higher, \u2192 1 nearest 1"
-
-
-def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of text: one row per metric, one column per method, "mean (median)".
-
-    The metric's name carries which way is better: a down arrow for lower, up for higher.
-    """
-    stats = aggregate(evaluation)
-    header = ["metric", *evaluation.methods]
-    rows = []
-    for metric in metrics.METRICS:
-        cells = [f"{metric.label} {_BETTER_MARKS[metric.better]}".rstrip()]
-        for method in evaluation.methods:
-            value = stats[method][metric.name]
-            cells.append(
-                "-" if value["mean"] is None else f"{value['mean']:.{metric.digits}f} ({value['median']:.{metric.digits}f})"
-            )
-        rows.append(cells)
-    return header, rows
-
-
-def json_document(evaluation: Evaluation) -> dict:
-    """The aggregate as plain JSON data (no timings, so that two runs give the same text)."""
-    return {
-        "target": evaluation.target,
-        "split": evaluation.split,
-        "images": evaluation.count,
-        "size": evaluation.size,
-        "failed": [{"source": source, "reason": reason} for source, reason in evaluation.failures],
-        "models": evaluation.models,
-        "baselines": [method for method in evaluation.methods if method in BASELINES],
-        "mean_ab": list(evaluation.mean_ab) if evaluation.mean_ab else None,
-        "metrics": [{"name": m.name, "label": m.label, "better": m.better} for m in metrics.METRICS],
-        "methods": aggregate(evaluation),
-        "notes": evaluation.notes,
-    }
-
-
-def csv_text(evaluation: Evaluation) -> str:
-    """One row per image and method: source, method, every metric (empty where undefined)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    names = [metric.name for metric in metrics.METRICS]
-    writer.writerow(["source", "method", *names])
-    for method, values in evaluation.methods.items():
-        for row, source in enumerate(evaluation.sources):
-            writer.writerow([source, method, *(_csv_number(values[name][row]) for name in names)])
-    return buffer.getvalue()
-
-
-def _csv_number(value: float) -> str:
-    return "" if not math.isfinite(value) else f"{value:.6g}"
-
-
-def check_csv_path(path: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """Refuse a CSV path that cannot be written, or would replace earlier results without
-    --overwrite, before any time is spent evaluating."""
-    path = Path(path)
-    if path.is_dir():
-        raise EvaluateError(f"{path}: is a folder, not a CSV file name")
-    if not path.parent.is_dir():
-        raise EvaluateError(f"{path}: its folder {path.parent} does not exist")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise EvaluateError(f"{path}: exists (pass --overwrite to replace it)")
-
-
-def write_csv(evaluation: Evaluation, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    check_csv_path(path, overwrite=overwrite)
-    atomic_write_text(path, csv_text(evaluation))
-    return Path(path)

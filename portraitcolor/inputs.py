@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
+
+from .errors import UsageError
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,3 +52,12 @@ def read_file_list(data: bytes, *, nul: bool = False) -> list[str]:
         if raw.strip():
             names.append(os.fsdecode(raw))
     return names
+
+
+def read_files_from(source: str, *, nul: bool = False) -> list[str]:
+    """The paths listed in FILE, or on stdin for "-" (--files-from)."""
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as error:
+        raise UsageError(f"{source}: cannot read the file list ({error.strerror or error})") from None
+    return read_file_list(data, nul=nul)

@@ -1,6 +1,7 @@
 """From a pile of photos to a clean LAB training set in HDF5 (the layout of setfile.py).
 
-    sources -> (worker processes) decode, filter, crop, resize, LAB -> (parent) dedupe, write
+    sources -> (worker processes: workers.py, variants.py) decode, filter, crop, resize, LAB
+            -> (parent) dedupe, write
 
 Every image that is not kept is counted under one reason, the first filter that
 rejects it, in the order of filters.REASONS; the counts form the filter report that is
@@ -15,36 +16,27 @@ append killed half-way can corrupt the images already in the file.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import dataclasses
-import errno
 import itertools
 import json
 import os
 import re
 import shutil
-import signal
-import sys
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from . import __version__, setfile, variants
 from .atomic import atomic_output
 from .config import DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, PrepareOptions
-from .dedupe import HashIndex, existing_hashes, perceptual_hash
+from .dedupe import HashIndex, existing_hashes
 from .errors import PortraitcolorError
-from .filters import REASONS, Dropped, RunCounts, add_reports, content_rejection, drop_summary
-from .images import ImageReadError, read_image_reduced
+from .filters import REASONS, Dropped, RunCounts, add_reports, drop_summary
 from .inputs import image_files, utf8_name
-from .lab import encode_lab8, rgb_to_lab
-from .setfile import SetWriter, seal
+from .setfile import SetWriter, WriteGuard, seal
+from .variants import Job, Kept
+from .workers import default_workers, processed
 
 SKIPPED_PRESENT = "already in the set"
 SKIPPED_BACKGROUND = "background unreadable (not used)"
@@ -55,14 +47,6 @@ NOTE_FACE_FALLBACK = "face crop fell back to center (no face found)"
 CROP_MODES = ("center", "face", "none", "random")
 # The name of a variant in the set: the photo's name, then what was made of it.
 _VARIANT_SUFFIX = re.compile(r"(#composite-\d+)?(#crop-\d+)?$")
-# Big JPEGs are decoded at a reduced scale (see images.read_image_reduced) keeping the
-# shorter side at least this many times the set's size: twice the size leaves the area
-# filter real pixels to average; a face crop is a part of the frame, so it gets more.
-_DECODE_FACTOR = 2
-_FACE_DECODE_FACTOR = 4
-# Images per task sent to a worker: enough to hide the inter-process overhead, few
-# enough that Ctrl-C and --limit stop soon.
-_BATCH = 8
 
 
 class PrepareError(PortraitcolorError):
@@ -142,197 +126,6 @@ def is_report_of(report: Path, output: Path) -> bool:
     return isinstance(earlier, dict) and earlier.get("output") == utf8_name(str(output))
 
 
-# ---- one image (runs in a worker process) ------------------------------------------
-
-
-@dataclass(frozen=True)
-class Kept:
-    lab8: np.ndarray  # (S, S, 3) uint8
-    phash: int
-    face_fallback: bool
-    suffix: str = ""  # what was made of the photo: "" for the photo itself, "#crop-2", ...
-
-
-@dataclass(frozen=True)
-class Job:
-    """What every worker needs besides the photo: the options, the set's size, and the
-    backgrounds that decoded (checked once by the parent)."""
-
-    options: PrepareOptions
-    size: int
-    backgrounds: tuple[str, ...] = ()
-
-
-def process_image(path: str | os.PathLike, options: PrepareOptions, size: int) -> Kept | Dropped:
-    """One photo as one set image (the first of its variants)."""
-    return process_source(str(path), Path(path).name, Job(options, size))[0]
-
-
-def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
-    """Decode, filter, crop, resize and convert one photo into its set images: the photo
-    itself (or its random crops), then its composites when it is a cut-out. Every result
-    carries the photo's perceptual hash, by which duplicates are found."""
-    from . import faces
-
-    options, size = job.options, job.size
-    find_face = options.crop == "face" or options.require_face
-    factor = _FACE_DECODE_FACTOR if find_face else _DECODE_FACTOR
-    if options.crop == "random":
-        factor = round(_DECODE_FACTOR / variants.RANDOM_CROP_MIN_SCALE)
-    try:
-        picture, (stored_width, stored_height) = read_image_reduced(path, min_side=size * factor, max_pixels=options.max_pixels or sys.maxsize)
-    except ImageReadError as error:
-        reason = "too-large" if str(error).startswith("image is too large") else "unreadable"
-        return [Dropped(reason, str(error))]
-    if min(stored_width, stored_height) < options.min_size:
-        return [Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")]
-    height, width = picture.height, picture.width
-    # Cut-out portraits are shown on white almost everywhere; what hides under alpha 0 is
-    # arbitrary (often black) and would teach nonsense.
-    rgb = variants.composite(picture.rgb, picture.alpha, 1.0) if picture.alpha is not None else picture.rgb
-    face = faces.largest_face(_gray_uint8(rgb)) if find_face else None
-    rng = variants.source_rng(options.seed, name)
-    squares = _squares(height, width, face, rng, options, size)
-    # The photo is judged by its own crop (its central square for random crops): a blank,
-    # placeholder or grayscale photo gives no variants, and one hash per photo sends every
-    # variant of a duplicate with it.
-    base = faces.center_square(height, width) if options.crop == "random" else squares[""]
-    base_lab = _small_lab(rgb, base, size)
-    rejection = content_rejection(base_lab, options)
-    if rejection is not None:
-        return [rejection]
-    if options.require_face and face is None:
-        return [Dropped("no-face", "no frontal face found")]
-    phash = perceptual_hash(base_lab[..., 0])
-    frames = {"": rgb}
-    if job.backgrounds and variants.is_cutout(picture.alpha):
-        for k in range(options.composites):
-            background = variants.background_window(job.backgrounds, height, width, rng)
-            frames[f"#composite-{k}"] = variants.composite(picture.rgb, picture.alpha, background)
-    fell_back = options.crop == "face" and face is None
-    images = []
-    for frame_suffix, frame in frames.items():
-        for crop_suffix, square in squares.items():
-            suffix = frame_suffix + crop_suffix
-            lab = base_lab if suffix == "" else _small_lab(frame, square, size)  # "": the photo's own crop, converted above
-            images.append(_set_image(lab, options, phash=phash, face_fallback=fell_back, suffix=suffix))
-    return images
-
-
-def _squares(height: int, width: int, face, rng, options: PrepareOptions, size: int) -> dict:
-    """The crops of a photo by name suffix: {"": (top, left, side)}, {"": None} for the whole
-    image, or {"#crop-0": ..., "#crop-1": ...} for random crops."""
-    from . import faces
-
-    if options.crop == "none":
-        return {"": None}
-    if options.crop == "random":
-        found = variants.random_squares(height, width, options.crops_per_image, rng, min_side=min(size, options.min_size or size))
-        return {f"#crop-{k}": square for k, square in enumerate(found)}
-    if options.crop == "face" and face is not None:
-        return {"": faces.face_square(face, height, width, margin=options.face_margin)}
-    return {"": faces.center_square(height, width)}
-
-
-def _small_lab(rgb: np.ndarray, square, size: int) -> np.ndarray:
-    """A square of the picture (None: all of it) at the set's size, in CIELAB."""
-    from . import faces
-
-    return rgb_to_lab(faces.resize_square(rgb if square is None else faces.crop_square(rgb, square), size))
-
-
-def _set_image(lab: np.ndarray, options: PrepareOptions, *, phash: int, face_fallback: bool, suffix: str) -> Kept | Dropped:
-    rejection = content_rejection(lab, options)
-    if rejection is not None:
-        return dataclasses.replace(rejection, suffix=suffix)
-    return Kept(lab8=encode_lab8(lab), phash=phash, face_fallback=face_fallback, suffix=suffix)
-
-
-def _gray_uint8(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.cvtColor(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-
-
-# ---- worker pool -------------------------------------------------------------------
-
-
-def _worker_setup(options: PrepareOptions) -> None:
-    import cv2
-    from PIL import Image
-
-    # One OpenCV thread per process: the parallelism is the processes.
-    cv2.setNumThreads(1)
-    # Our own --max-pixels check replaces Pillow's (it would refuse above 2x its default
-    # whatever the user asked for, and warn on the way).
-    Image.MAX_IMAGE_PIXELS = options.max_pixels or None
-    # Pillow's advice to convert such palettes to RGBA is what read_image does anyway.
-    warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
-
-
-def _worker_ignore_signals() -> None:
-    # Ctrl-C reaches the whole process group; the parent alone decides how to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _worker_init(options: PrepareOptions) -> None:
-    _worker_ignore_signals()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)  # held by the parent while forking us
-    _worker_setup(options)
-
-
-_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM held back while the worker processes are forked. A signal that came
-    before a worker had set its own handlers raised KeyboardInterrupt inside the worker's
-    start-up: a traceback on the terminal and a broken pool (a RuntimeError) in the parent.
-    Held signals reach the parent as soon as the workers are up."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _process_batch(items: list[tuple[str, str]], job: Job) -> list[list[Kept | Dropped]]:
-    return [process_source(path, name, job) for path, name in items]
-
-
-def _processed(items: list[tuple[str, str]], job: Job, workers: int) -> Iterator[list[Kept | Dropped]]:
-    """Each (path, name)'s set images, in input order; a bounded number of batches in flight,
-    so memory stays flat and stopping early (--limit, Ctrl-C) cancels what has not started."""
-    if workers <= 1:
-        _worker_setup(job.options)
-        for path, name in items:
-            yield process_source(path, name, job)
-        return
-    batches = iter([items[start : start + _BATCH] for start in range(0, len(items), _BATCH)])
-    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(job.options,)) as pool:
-        with _signals_held():  # the first submit forks every worker
-            pending = collections.deque(pool.submit(_process_batch, batch, job) for batch in itertools.islice(batches, workers * 4))
-        try:
-            while pending:
-                results = pending.popleft().result()
-                following = next(batches, None)
-                if following is not None:
-                    pending.append(pool.submit(_process_batch, following, job))
-                yield from results
-        finally:
-            for future in pending:
-                future.cancel()
-
-
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 # ---- the job -----------------------------------------------------------------------
 
 
@@ -368,7 +161,7 @@ def prepare(
     workers = workers or default_workers()
     counts = RunCounts()
     job = Job(options, size, _checked_backgrounds(options, counts))
-    with atomic_output(output) as temporary, _WriteGuard(output):
+    with atomic_output(output) as temporary, WriteGuard(output, PrepareError):
         if appending:
             shutil.copyfile(output, temporary)
         # No chunk cache: every block is written whole at once anyway, and without a cache
@@ -387,7 +180,7 @@ def prepare(
             already = counts.seen
             state = Progress(total=len(todo) + already)
             state.seen = state.dropped = already
-            results = _processed([(str(source.path), source.name) for source in todo], job, workers)
+            results = processed([(str(source.path), source.name) for source in todo], job, workers)
             try:
                 for done, (source, result) in enumerate(zip(todo, results), start=1):
                     _account(source, result, writer, hashes, options, counts)
@@ -404,58 +197,6 @@ def prepare(
             report = _report(output, counts, options, writer, time.perf_counter() - started)
             _finish(handle, options, report, previous)
     return PrepareResult(path=output, report=report)
-
-
-# errno values that mean the set cannot be written where it was asked for.
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
-
-
-class _WriteGuard:
-    """Turns a failed write of the set (full disk, quota, I/O error) into one PrepareError.
-
-    HDF5 also writes cached chunks when h5py objects are freed, and h5py can report a
-    failure there only through sys.unraisablehook: tracebacks on stderr ("Exception
-    ignored in ...") while the job carries on. Inside the guard such failures are
-    collected instead, and any of them fails the job, because a set missing data must
-    never be renamed into place.
-    """
-
-    def __init__(self, output: Path) -> None:
-        self.output = output
-        self.failures: list[BaseException] = []
-
-    def __enter__(self) -> None:
-        self._previous_hook = sys.unraisablehook
-        sys.unraisablehook = self._collect
-
-    def _collect(self, unraisable) -> None:
-        if _write_failure_reason(unraisable.exc_value) is None:
-            self._previous_hook(unraisable)
-        else:
-            self.failures.append(unraisable.exc_value)
-
-    def __exit__(self, kind, error, trace) -> None:
-        sys.unraisablehook = self._previous_hook
-        if error is not None and _write_failure_reason(error) is not None:
-            self.failures.insert(0, error)
-        if self.failures:
-            reason = _write_failure_reason(self.failures[0])
-            self.failures.clear()
-            raise PrepareError(f"{self.output}: cannot write the set: {reason}") from None
-
-
-def _write_failure_reason(error: BaseException | None) -> str | None:
-    """A short reason when `error` is a failed write to disk, else None.
-
-    h5py raises RuntimeError or OSError carrying HDF5's message, which holds the
-    operating system's own ('... errno = 28, error message = 'No space left on device' ...').
-    """
-    found = re.search(r"errno = (\d+), error message = '([^']*)'", str(error))
-    if isinstance(error, (OSError, RuntimeError)) and found and int(found.group(1)) in _WRITE_ERRNOS:
-        return found.group(2)
-    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
-        return os.strerror(error.errno)
-    return None
 
 
 def _text(name) -> str:

@@ -1,5 +1,6 @@
-"""The HTML report of an evaluation: DIR/index.html with its images beside it and the
-per-image CSV. The page shows the metrics table, each model's training summary and loss
+"""What people read of an evaluation: the metrics table (mean and median per metric and
+method), the JSON document, the per-image CSV, and the HTML report: DIR/index.html with its
+images beside it and the per-image CSV. The page shows the metrics table, each model's training summary and loss
 curves, and strips (gray input | each model | truth) of the best, median and worst images
 by the first model's ab error and of a seeded random sample. The strips come with the
 evaluation (EvaluateOptions.strips): the report never runs a model.
@@ -7,18 +8,21 @@ evaluation (EvaluateOptions.strips): the report never runs a model.
 
 from __future__ import annotations
 
+import csv
 import html
 import io
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from . import runs
+from . import metrics, runs
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
-from .evaluate import TABLE_LEGEND, EvaluateError, Evaluation, summary_table, write_csv
+from .evaluate import BASELINES, Evaluation
+from .targets import EvaluateError
 
 CASES_PER_GROUP = 3
 # What a report folder holds; the images of an earlier report that the new one does not use
@@ -195,3 +199,95 @@ def _training_html(evaluation: Evaluation, curves: dict[str, str]) -> str:
             text = json.dumps({"config": summary["config"], "training": summary["training"]}, indent=2, sort_keys=True)
             parts.append(f"<pre>{e(text)}</pre>")
     return "\n".join(parts)
+
+
+# ---- the table, JSON and CSV -----------------------------------------------------------
+
+
+def _finite_stats(values: np.ndarray) -> dict[str, float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"mean": None, "median": None}
+    return {"mean": float(finite.mean()), "median": float(np.median(finite))}
+
+
+def aggregate(evaluation: Evaluation) -> dict[str, dict[str, dict[str, float | None]]]:
+    """method -> metric -> {"mean", "median"} (NaN values, such as undefined ratios, left out)."""
+    return {
+        method: {metric.name: _finite_stats(values[metric.name]) for metric in metrics.METRICS}
+        for method, values in evaluation.methods.items()
+    }
+
+
+_BETTER_MARKS = {"lower": "\u2193", "higher": "\u2191", "closer to 1": "\u2192 1", "": ""}
+TABLE_LEGEND = "mean (median) over the images; \u2193 lower is better, \u2191 higher, \u2192 1 nearest 1"
+
+
+def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of text: one row per metric, one column per method, "mean (median)".
+
+    The metric's name carries which way is better: a down arrow for lower, up for higher.
+    """
+    stats = aggregate(evaluation)
+    header = ["metric", *evaluation.methods]
+    rows = []
+    for metric in metrics.METRICS:
+        cells = [f"{metric.label} {_BETTER_MARKS[metric.better]}".rstrip()]
+        for method in evaluation.methods:
+            value = stats[method][metric.name]
+            cells.append(
+                "-" if value["mean"] is None else f"{value['mean']:.{metric.digits}f} ({value['median']:.{metric.digits}f})"
+            )
+        rows.append(cells)
+    return header, rows
+
+
+def json_document(evaluation: Evaluation) -> dict:
+    """The aggregate as plain JSON data (no timings, so that two runs give the same text)."""
+    return {
+        "target": evaluation.target,
+        "split": evaluation.split,
+        "images": evaluation.count,
+        "size": evaluation.size,
+        "failed": [{"source": source, "reason": reason} for source, reason in evaluation.failures],
+        "models": evaluation.models,
+        "baselines": [method for method in evaluation.methods if method in BASELINES],
+        "mean_ab": list(evaluation.mean_ab) if evaluation.mean_ab else None,
+        "metrics": [{"name": m.name, "label": m.label, "better": m.better} for m in metrics.METRICS],
+        "methods": aggregate(evaluation),
+        "notes": evaluation.notes,
+    }
+
+
+def csv_text(evaluation: Evaluation) -> str:
+    """One row per image and method: source, method, every metric (empty where undefined)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = [metric.name for metric in metrics.METRICS]
+    writer.writerow(["source", "method", *names])
+    for method, values in evaluation.methods.items():
+        for row, source in enumerate(evaluation.sources):
+            writer.writerow([source, method, *(_csv_number(values[name][row]) for name in names)])
+    return buffer.getvalue()
+
+
+def _csv_number(value: float) -> str:
+    return "" if not math.isfinite(value) else f"{value:.6g}"
+
+
+def check_csv_path(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse a CSV path that cannot be written, or would replace earlier results without
+    --overwrite, before any time is spent evaluating."""
+    path = Path(path)
+    if path.is_dir():
+        raise EvaluateError(f"{path}: is a folder, not a CSV file name")
+    if not path.parent.is_dir():
+        raise EvaluateError(f"{path}: its folder {path.parent} does not exist")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise EvaluateError(f"{path}: exists (pass --overwrite to replace it)")
+
+
+def write_csv(evaluation: Evaluation, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    check_csv_path(path, overwrite=overwrite)
+    atomic_write_text(path, csv_text(evaluation))
+    return Path(path)

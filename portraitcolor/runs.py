@@ -10,11 +10,11 @@
 Every stored model's training summary names its run folder under SUMMARY_RUN_DIR, and the
 train split's mean (a, b) under SUMMARY_MEAN_AB (evaluate's mean-ab baseline for photos).
 
-Beside the names, the folder's life: making a new one and finding one to resume, the files
-written into it (config, metrics, loss curves, sample grids, the checkpoint file), the rules
-for resuming (which options may change, the very same set), and handing its best weights to
-the store. No torch here: evaluate imports this module on its fast path (train.py does the
-torch.save and torch.load of the checkpoint through these files).
+Beside the names, the folder's life: the checks a run passes before any work, making a new
+folder and finding one to resume, the files written into it (config, metrics, loss curves,
+sample grids, the checkpoint file), the rules for resuming (which options may change, the very
+same set), and handing its best weights to the store. No torch here: evaluate imports this
+module on its fast path (checkpoint.py does the torch.save and torch.load of the checkpoint).
 """
 
 from __future__ import annotations
@@ -22,19 +22,23 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from . import device as devices
 from .atomic import atomic_output, atomic_write_text
+from .config import TrainConfig
 from .errors import PortraitcolorError, UsageError
 from .lab import ab_from_net, ab_to_net, lab_to_rgb
-from .store import WeightsStore, store_root
+from .schedule import check_lr_decay
+from .store import WeightsStore, check_name, store_root
 from .weights import PACKAGED, WeightsError, load_weights_file, sha256_of
 
 CONFIG = "config.json"
@@ -56,6 +60,9 @@ RUNTIME_OPTIONS = ("device", "workers", "compile", "resume", "set_default", "rep
 OUTPUT_OPTIONS = ("name",)
 # Which set and folder the run has: checked on their own terms when resuming.
 RUN_IDENTITY = ("data", "data_fingerprint", "run_dir")
+# Adam divides the rate by its bias correction (as small as 0.1) in float32: a larger rate
+# overflows inside the optimizer instead of reaching the divergence check.
+MAX_LR = 1e30
 
 
 class TrainingError(PortraitcolorError, ValueError):
@@ -111,6 +118,39 @@ def mean_ab_of(training: dict) -> tuple[float, float] | None:
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return float(value[0]), float(value[1])
     return None
+
+
+# ---- checks before any work ----------------------------------------------------------------
+
+
+def check_options(config: TrainConfig) -> None:
+    """Numbers no run can use: refused as usage errors rather than met as NaN weights later."""
+    if not (math.isfinite(config.lr) and 0 <= config.lr <= MAX_LR):
+        raise TrainingUsageError(f"--lr must be a number from 0 to {MAX_LR:g}, got {config.lr}")
+    check_lr_decay(config.lr_decay)
+
+
+def checked_device(spec: str):
+    """The torch device; a spec this machine cannot give (tpu, cuda without a GPU) is a usage error."""
+    try:
+        return devices.pick_device(spec)
+    except devices.DeviceError as error:
+        raise TrainingUsageError(str(error)) from None
+
+
+def check_model_name(config: TrainConfig) -> None:
+    """--name is checked now: a bad name, or one taken in the store, would otherwise fail (or
+    silently replace a model) only after training. Without --name a free one is chosen."""
+    if config.name is None:
+        return
+    try:
+        check_name(config.name)
+    except WeightsError as error:
+        raise TrainingUsageError(f"--name: {error}") from None
+    if not config.replace and config.name in WeightsStore().names():
+        raise TrainingUsageError(
+            f"a model named {config.name!r} is already in the store: choose another --name, or pass --replace to replace it"
+        )
 
 
 # ---- a new run's folder, or the one to resume ---------------------------------------------
@@ -182,7 +222,7 @@ def find_run(spec: str) -> Path:
 
 @contextlib.contextmanager
 def checkpoint_output(run_dir: Path) -> Iterator[_WriteErrors]:
-    """The checkpoint file, written atomically, for train.py's torch.save. A write that fails
+    """The checkpoint file, written atomically, for checkpoint.py's torch.save. A write that fails
     (a full disk) raises its own OSError rather than torch's report of it."""
     with atomic_output(run_dir / CHECKPOINT) as temporary, open(temporary, "wb") as handle:
         writer = _WriteErrors(handle)
@@ -263,6 +303,13 @@ def write_sample_grid(path: Path, l: np.ndarray, prediction: np.ndarray, truth: 
 
 
 # ---- resuming: the same recipe on the same set --------------------------------------------
+
+
+def given_fields(config: TrainConfig, given) -> set:
+    """The fields set on purpose: `given`, or with None those that differ from the defaults."""
+    if given is not None:
+        return set(given)
+    return {f.name for f in fields(TrainConfig) if getattr(config, f.name) != f.default}
 
 
 def resumed_config(saved: dict, asked: dict, given: set, run_dir: Path) -> dict:

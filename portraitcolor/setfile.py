@@ -16,9 +16,12 @@ File attributes: format, format_version, size, color_space, tool_version, option
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,3 +291,57 @@ def write_set(path: str | os.PathLike, lab8: np.ndarray, splits: Sequence[str | 
         writer.flush()
         seal(handle, size=size, options=options or {}, filter_report=filter_report or {})
     return path
+
+
+# errno values that mean the set cannot be written where it was asked for.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+
+
+class WriteGuard:
+    """Turns a failed write of the set (full disk, quota, I/O error) into one `error` (the
+    exception of the job that writes it, prepare's PrepareError).
+
+    HDF5 also writes cached chunks when h5py objects are freed, and h5py can report a
+    failure there only through sys.unraisablehook: tracebacks on stderr ("Exception
+    ignored in ...") while the job carries on. Inside the guard such failures are
+    collected instead, and any of them fails the job, because a set missing data must
+    never be renamed into place.
+    """
+
+    def __init__(self, output: Path, error: type[Exception]) -> None:
+        self.output = output
+        self.error = error
+        self.failures: list[BaseException] = []
+
+    def __enter__(self) -> None:
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._collect
+
+    def _collect(self, unraisable) -> None:
+        if _write_failure_reason(unraisable.exc_value) is None:
+            self._previous_hook(unraisable)
+        else:
+            self.failures.append(unraisable.exc_value)
+
+    def __exit__(self, kind, error, trace) -> None:
+        sys.unraisablehook = self._previous_hook
+        if error is not None and _write_failure_reason(error) is not None:
+            self.failures.insert(0, error)
+        if self.failures:
+            reason = _write_failure_reason(self.failures[0])
+            self.failures.clear()
+            raise self.error(f"{self.output}: cannot write the set: {reason}") from None
+
+
+def _write_failure_reason(error: BaseException | None) -> str | None:
+    """A short reason when `error` is a failed write to disk, else None.
+
+    h5py raises RuntimeError or OSError carrying HDF5's message, which holds the
+    operating system's own ('... errno = 28, error message = 'No space left on device' ...').
+    """
+    found = re.search(r"errno = (\d+), error message = '([^']*)'", str(error))
+    if isinstance(error, (OSError, RuntimeError)) and found and int(found.group(1)) in _WRITE_ERRNOS:
+        return found.group(2)
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        return os.strerror(error.errno)
+    return None

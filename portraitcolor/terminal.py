@@ -69,7 +69,7 @@ def prepare_table(report: dict):
 
 def train_progress():
     """Render training events on stderr: a rich bar per epoch on a terminal, else one line per epoch."""
-    from .train import EpochDone, EpochStarted, RunStarted, StepDone
+    from .events import EpochDone, EpochStarted, RunStarted, StepDone
 
     console = stderr_console()
     live = {"progress": None, "task": None}
@@ -109,12 +109,16 @@ def train_progress():
 
     return on_event
 
-def evaluation_table(evaluation, core):
+
+def evaluation_table(evaluation):
+    """The metrics table of an evaluation (report.summary_table) for the terminal."""
     from rich.table import Table
 
-    header, rows = core.summary_table(evaluation)
+    from .report import TABLE_LEGEND, summary_table
+
+    header, rows = summary_table(evaluation)
     title = f"{evaluation.count} images of {evaluation.target}" + (f" ({evaluation.split})" if evaluation.split else "")
-    table = Table(title=title, caption=core.TABLE_LEGEND)
+    table = Table(title=title, caption=TABLE_LEGEND)
     for i, name in enumerate(header):
         style = "bold" if name in evaluation.model_labels else None
         table.add_column(name, justify="left" if i == 0 else "right", style=style, no_wrap=True)

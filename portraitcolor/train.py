@@ -11,8 +11,9 @@ the same batch, up to floating-point rounding. Only rank 0 writes files.
 Validation metrics are measured on the ab channels in network units (0..1): MAE, SSIM
 (11x11 Gaussian window) and PSNR (peak 1.0), beside the gray baseline (a = b = 0).
 
-The run folder's files and the rules for resuming are runs.py's, the process group
-distributed.py's, the batches loader.py's: this module is the loop that uses them.
+The run folder's files, the rules for resuming and the checks before any work are runs.py's,
+the checkpoint's torch side checkpoint.py's, the process group distributed.py's, the batches
+loader.py's, the progress events events.py's: this module is the loop that uses them.
 """
 
 from __future__ import annotations
@@ -21,76 +22,28 @@ import gc
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from . import device as devices
 from . import loader, losses, runs, schedule, setfile
+from .checkpoint import load_checkpoint, rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
-from .distributed import all_ranks_mean, catch_stop_signals, restore_signals, start_distributed, stop_distributed, stop_everywhere, sync_batch_norm, wait_for_every_rank
-from .errors import first_line
+from .distributed import all_ranks_mean, catch_stop_signals, data_parallel, restore_signals, start_distributed, stop_distributed, stop_everywhere, sync_batch_norm, wait_for_every_rank
+from .events import EpochDone, EpochStarted, RunStarted, StepDone, TrainResult
 from .model import PatchDiscriminator, UNet, UNetConfig, widened, with_inputs_of
-from .runs import TrainingError, TrainingUsageError
-from .schedule import EpochRecord, best_epoch, check_lr_decay
-from .store import WeightsStore, check_name, resolve_model
-from .weights import WeightsError, save_weights
+from .runs import TrainingError
+from .schedule import EpochRecord, best_epoch
+from .store import resolve_model
+from .weights import save_weights
 
 SAMPLE_COUNT = 8
-# Adam divides the rate by its bias correction (as small as 0.1) in float32: a larger rate
-# overflows inside the optimizer instead of reaching the divergence check.
-MAX_LR = 1e30
 
 
 class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM: the checkpoint is saved; the message says how to resume."""
-
-
-# ---- progress events (the CLI renders them; this module never prints) ----------------
-
-
-@dataclass
-class RunStarted:
-    run_dir: Path
-    epochs: int
-    steps: int
-    device: str
-    precision: str
-    world_size: int
-    resumed_epoch: int | None
-
-
-@dataclass
-class EpochStarted:
-    epoch: int
-    epochs: int
-    phase: str
-    steps: int
-    first_step: int
-
-
-@dataclass
-class StepDone:
-    epoch: int
-    step: int
-    steps: int
-    loss: float
-    images_per_s: float
-
-
-@dataclass
-class EpochDone:
-    record: dict
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    model_name: str | None
-    best_epoch: int | None
-    records: list = field(default_factory=list)
 
 
 # ---- the loop -------------------------------------------------------------------------
@@ -119,8 +72,7 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
 
     def save_checkpoint(finished: bool = False) -> None:
         if master:
-            with runs.checkpoint_output(run.run_dir) as handle:
-                torch.save(state.checkpoint(run, nets, finished=finished), handle)
+            write_checkpoint(run.run_dir, state.checkpoint(run, nets, finished=finished))
 
     emit(RunStarted(run.run_dir, run.total, data.steps, str(run.device), run.precision, world_size, state.epoch if run.checkpoint else None))
     previous_handlers = catch_stop_signals(stop)
@@ -192,15 +144,15 @@ def _plan(config: TrainConfig, given, *, master: bool, world_size: int, local_ra
     checkpoint = run_dir = None
     if config.resume:
         run_dir = runs.find_run(config.resume)
-        checkpoint = _load_checkpoint(run_dir)
+        checkpoint = load_checkpoint(run_dir)
         saved = asdict(TrainConfig.from_dict(checkpoint["config"]))
-        config = TrainConfig(**runs.resumed_config(saved, asdict(config), _given_fields(config, given), run_dir))
+        config = TrainConfig(**runs.resumed_config(saved, asdict(config), runs.given_fields(config, given), run_dir))
     phases = schedule.parse_schedule(config.loss, config.epochs)
     config.epochs = schedule.total_epochs(phases)  # saved as a number, so that a resume can compare --epochs with it
-    _check_options(config)
-    device = _checked_device(config.device)
+    runs.check_options(config)
+    device = runs.checked_device(config.device)
     if master:
-        _check_model_name(config)
+        runs.check_model_name(config)
         if not checkpoint:
             runs.check_run_dir(config.run_dir, overwrite=config.overwrite)
     if checkpoint:
@@ -261,10 +213,8 @@ class _Networks:
         return nets
 
     def _wrap(self, run: _Run) -> None:
-        if run.world_size > 1:
-            ids = [run.device.index] if run.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.raw_model, device_ids=ids)
-            self.discriminator = DistributedDataParallel(self.raw_discriminator, device_ids=ids) if self.raw_discriminator else None
+        self.model = data_parallel(self.raw_model, run.device, run.world_size)
+        self.discriminator = data_parallel(self.raw_discriminator, run.device, run.world_size)
         if run.config.compile:
             self.model = torch.compile(self.model)
 
@@ -300,7 +250,7 @@ class _RunState:
     @classmethod
     def resumed(cls, run: _Run) -> "_RunState":
         checkpoint = run.checkpoint
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
         if checkpoint["finished"]:
             run.total = checkpoint["epoch"]  # the run had stopped early: nothing left to train
         return cls(checkpoint["epoch"], checkpoint["step"], list(checkpoint["records"]), checkpoint["train_loss_sum"], checkpoint["train_images"])
@@ -313,7 +263,7 @@ class _RunState:
             "format": runs.CHECKPOINT_FORMAT, "config": {**asdict(run.config), "resume": None},
             "epoch": self.epoch, "step": self.step, "finished": finished,
             "train_loss_sum": self.train_loss_sum, "train_images": self.train_images, "records": self.records,
-            **nets.state(), "rng": _rng_state(),
+            **nets.state(), "rng": rng_state(),
         }
 
 
@@ -453,47 +403,7 @@ def _best_record(records: list) -> int | None:
     return best_epoch([EpochRecord(r["val_loss"], r["phase"]) for r in records])
 
 
-# ---- checks before any work ------------------------------------------------------------
-
-
-def _check_options(config: TrainConfig) -> None:
-    """Numbers no run can use: refused as usage errors rather than met as NaN weights later."""
-    if not (math.isfinite(config.lr) and 0 <= config.lr <= MAX_LR):
-        raise TrainingUsageError(f"--lr must be a number from 0 to {MAX_LR:g}, got {config.lr}")
-    check_lr_decay(config.lr_decay)
-
-
-def _checked_device(spec: str):
-    """The torch device; a spec this machine cannot give (tpu, cuda without a GPU) is a usage error."""
-    try:
-        return devices.pick_device(spec)
-    except devices.DeviceError as error:
-        raise TrainingUsageError(str(error)) from None
-
-
-def _check_model_name(config: TrainConfig) -> None:
-    """--name is checked now: a bad name, or one taken in the store, would otherwise fail (or
-    silently replace a model) only after training. Without --name a free one is chosen."""
-    if config.name is None:
-        return
-
-    try:
-        check_name(config.name)
-    except WeightsError as error:
-        raise TrainingUsageError(f"--name: {error}") from None
-    if not config.replace and config.name in WeightsStore().names():
-        raise TrainingUsageError(
-            f"a model named {config.name!r} is already in the store: choose another --name, or pass --replace to replace it"
-        )
-
-
-def _given_fields(config: TrainConfig, given) -> set:
-    if given is not None:
-        return set(given)
-    return {f.name for f in fields(TrainConfig) if getattr(config, f.name) != f.default}
-
-
-# ---- validation and pictures -----------------------------------------------------------
+# ---- the sample faces -----------------------------------------------------------------
 
 
 def _sample_images(val_batches):
@@ -515,31 +425,3 @@ def _write_samples(path: Path, model, samples, device, precision) -> None:
         prediction = model(l.to(device)).float().cpu()
     model.train()
     runs.write_sample_grid(path, l.numpy(), prediction.numpy(), ab.numpy())
-
-
-# ---- the checkpoint: runs.py names the file, torch reads and writes it -------------------
-
-
-def _load_checkpoint(run_dir: Path) -> dict:
-    path = run_dir / runs.CHECKPOINT
-    try:
-        # weights_only: tensors and plain types only, never arbitrary unpickling
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise TrainingError(f"{path}: unreadable checkpoint ({first_line(error)})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != runs.CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: not a portraitcolor checkpoint")
-    return checkpoint
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,5 +1,6 @@
-"""More training images from one photo: cut-outs composited onto scene backgrounds, and
-random square crops at several scales.
+"""One photo into its set images (decoded, filtered, cropped, resized, in LAB; run in
+prepare's worker processes), and more training images from it: cut-outs composited onto
+scene backgrounds, and random square crops at several scales.
 
 A corpus of studio headshots on one flat background teaches a model that everything
 around a face is that background, and face crops alone never show it a sky, a wall or a
@@ -12,16 +13,23 @@ same photo gives the same variants whatever the order or the number of worker pr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .config import PrepareOptions
+from .dedupe import perceptual_hash
+from .filters import Dropped, content_rejection
 from .images import ImageReadError, read_image_reduced
 from .inputs import image_files
+from .lab import encode_lab8, rgb_to_lab
 
 # Random crops take sides between this fraction of the photo's shorter side and all of it.
 RANDOM_CROP_MIN_SCALE = 0.25
@@ -32,6 +40,11 @@ BACKGROUND_MIN_SCALE = 0.3
 BACKGROUND_MIN_SIDE = 512
 # Each worker process keeps this many decoded backgrounds (uint8, about 1 MB each).
 BACKGROUND_CACHE = 64
+# Big JPEGs are decoded at a reduced scale (see images.read_image_reduced) keeping the
+# shorter side at least this many times the set's size: twice the size leaves the area
+# filter real pixels to average; a face crop is a part of the frame, so it gets more.
+_DECODE_FACTOR = 2
+_FACE_DECODE_FACTOR = 4
 
 
 def source_rng(seed: int, name: str) -> np.random.Generator:
@@ -111,3 +124,115 @@ def usable_backgrounds(folder: str | os.PathLike) -> tuple[list[str], list[tuple
         else:
             good.append(str(path))
     return good, bad
+
+
+# ---- one photo -> its set images (runs in a worker process) -------------------------
+
+
+@dataclass(frozen=True)
+class Kept:
+    lab8: np.ndarray  # (S, S, 3) uint8
+    phash: int
+    face_fallback: bool
+    suffix: str = ""  # what was made of the photo: "" for the photo itself, "#crop-2", ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs besides the photo: the options, the set's size, and the
+    backgrounds that decoded (checked once by the parent)."""
+
+    options: PrepareOptions
+    size: int
+    backgrounds: tuple[str, ...] = ()
+
+
+def process_image(path: str | os.PathLike, options: PrepareOptions, size: int) -> Kept | Dropped:
+    """One photo as one set image (the first of its variants)."""
+    return process_source(str(path), Path(path).name, Job(options, size))[0]
+
+
+def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
+    """Decode, filter, crop, resize and convert one photo into its set images: the photo
+    itself (or its random crops), then its composites when it is a cut-out. Every result
+    carries the photo's perceptual hash, by which duplicates are found."""
+    from . import faces
+
+    options, size = job.options, job.size
+    find_face = options.crop == "face" or options.require_face
+    factor = _FACE_DECODE_FACTOR if find_face else _DECODE_FACTOR
+    if options.crop == "random":
+        factor = round(_DECODE_FACTOR / RANDOM_CROP_MIN_SCALE)
+    try:
+        picture, (stored_width, stored_height) = read_image_reduced(path, min_side=size * factor, max_pixels=options.max_pixels or sys.maxsize)
+    except ImageReadError as error:
+        reason = "too-large" if str(error).startswith("image is too large") else "unreadable"
+        return [Dropped(reason, str(error))]
+    if min(stored_width, stored_height) < options.min_size:
+        return [Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")]
+    height, width = picture.height, picture.width
+    # Cut-out portraits are shown on white almost everywhere; what hides under alpha 0 is
+    # arbitrary (often black) and would teach nonsense.
+    rgb = composite(picture.rgb, picture.alpha, 1.0) if picture.alpha is not None else picture.rgb
+    face = faces.largest_face(_gray_uint8(rgb)) if find_face else None
+    rng = source_rng(options.seed, name)
+    squares = _squares(height, width, face, rng, options, size)
+    # The photo is judged by its own crop (its central square for random crops): a blank,
+    # placeholder or grayscale photo gives no variants, and one hash per photo sends every
+    # variant of a duplicate with it.
+    base = faces.center_square(height, width) if options.crop == "random" else squares[""]
+    base_lab = _small_lab(rgb, base, size)
+    rejection = content_rejection(base_lab, options)
+    if rejection is not None:
+        return [rejection]
+    if options.require_face and face is None:
+        return [Dropped("no-face", "no frontal face found")]
+    phash = perceptual_hash(base_lab[..., 0])
+    frames = {"": rgb}
+    if job.backgrounds and is_cutout(picture.alpha):
+        for k in range(options.composites):
+            background = background_window(job.backgrounds, height, width, rng)
+            frames[f"#composite-{k}"] = composite(picture.rgb, picture.alpha, background)
+    fell_back = options.crop == "face" and face is None
+    images = []
+    for frame_suffix, frame in frames.items():
+        for crop_suffix, square in squares.items():
+            suffix = frame_suffix + crop_suffix
+            lab = base_lab if suffix == "" else _small_lab(frame, square, size)  # "": the photo's own crop, converted above
+            images.append(_set_image(lab, options, phash=phash, face_fallback=fell_back, suffix=suffix))
+    return images
+
+
+def _squares(height: int, width: int, face, rng, options: PrepareOptions, size: int) -> dict:
+    """The crops of a photo by name suffix: {"": (top, left, side)}, {"": None} for the whole
+    image, or {"#crop-0": ..., "#crop-1": ...} for random crops."""
+    from . import faces
+
+    if options.crop == "none":
+        return {"": None}
+    if options.crop == "random":
+        found = random_squares(height, width, options.crops_per_image, rng, min_side=min(size, options.min_size or size))
+        return {f"#crop-{k}": square for k, square in enumerate(found)}
+    if options.crop == "face" and face is not None:
+        return {"": faces.face_square(face, height, width, margin=options.face_margin)}
+    return {"": faces.center_square(height, width)}
+
+
+def _small_lab(rgb: np.ndarray, square, size: int) -> np.ndarray:
+    """A square of the picture (None: all of it) at the set's size, in CIELAB."""
+    from . import faces
+
+    return rgb_to_lab(faces.resize_square(rgb if square is None else faces.crop_square(rgb, square), size))
+
+
+def _set_image(lab: np.ndarray, options: PrepareOptions, *, phash: int, face_fallback: bool, suffix: str) -> Kept | Dropped:
+    rejection = content_rejection(lab, options)
+    if rejection is not None:
+        return dataclasses.replace(rejection, suffix=suffix)
+    return Kept(lab8=encode_lab8(lab), phash=phash, face_fallback=face_fallback, suffix=suffix)
+
+
+def _gray_uint8(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)

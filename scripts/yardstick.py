@@ -31,6 +31,7 @@ from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
 from portraitcolor.config import EvaluateOptions  # noqa: E402
 from portraitcolor.lab import lab_to_rgb  # noqa: E402
 from portraitcolor.report import png_bytes  # noqa: E402
+from portraitcolor.targets import open_target  # noqa: E402
 
 COLUMNS = ("model", "ab / gray", "ab", "CIEDE2000", "PSNR dB (gray)", "colourfulness ratio", "beats gray")
 
@@ -88,7 +89,7 @@ def render_strips(evaluation: ev.Evaluation, rows: list[int], *, targets: list[s
     """Row -> strip (gray input | each model | truth), the models run again on those photos:
     each model was evaluated on its own (at its own render size), so no one evaluation holds
     them side by side."""
-    target = ev.open_target([Path(t) for t in targets], options)
+    target = open_target([Path(t) for t in targets], options)
     wanted = {evaluation.keys[row]: row for row in rows}
     strips = {}
     for batch, predicted in ev.method_outputs(target, models, evaluation.mean_ab, options, ev.engines_for(models, options.device), only=set(wanted)):

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from portraitcolor import evaluate as core
+from portraitcolor import report as outputs
 from portraitcolor.config import EvaluateOptions
 from portraitcolor.lab import decode_lab8
 from portraitcolor.report import write_report
 from portraitcolor.setfile import iter_split
+from portraitcolor.targets import EvaluateError, open_target, square_resize
 from tests.conftest import portrait_array, run_cli, write_portrait, write_set
 
 SPLITS = ["train"] * 10 + ["test"] * 7 + ["val"] * 3
@@ -130,7 +132,7 @@ def test_folder_target_mean_ab_from_model_metadata(tmp_path, portrait_dir):
 def test_batch_size_does_not_change_the_numbers(tiny_set, tiny_model_file):
     models = core.load_models([str(tiny_model_file)])
     results = [
-        core.aggregate(core.evaluate([tiny_set], models=models, options=EvaluateOptions(device="cpu", batch_size=size)))
+        outputs.aggregate(core.evaluate([tiny_set], models=models, options=EvaluateOptions(device="cpu", batch_size=size)))
         for size in (3, 64)
     ]
     for method in results[0]:
@@ -141,7 +143,7 @@ def test_batch_size_does_not_change_the_numbers(tiny_set, tiny_model_file):
 def test_square_resize_crops_the_centre():
     wide = np.zeros((40, 80, 3), np.float32)
     wide[:, 20:60] = 1.0  # only the centre square is white
-    out = core.square_resize(wide, 16)
+    out = square_resize(wide, 16)
     assert out.shape == (16, 16, 3) and out.min() == pytest.approx(1.0)
 
 
@@ -158,15 +160,15 @@ def test_target_checks(tmp_path, tiny_set, targets, options, message):
     paths = {"set": tiny_set, "photo": write_portrait(tmp_path / "p.png"), "empty": tmp_path / "nothing"}
     (tmp_path / "nothing").mkdir()
     if message is None:
-        assert core.open_target([paths[t] for t in targets], options).count == SPLITS.count("val")
+        assert open_target([paths[t] for t in targets], options).count == SPLITS.count("val")
         return
-    with pytest.raises(core.EvaluateError, match=message):
-        core.open_target([paths[t] for t in targets], options)
+    with pytest.raises(EvaluateError, match=message):
+        open_target([paths[t] for t in targets], options)
 
 
 def test_unwritable_csv_is_refused_before_evaluating(tmp_path):
-    with pytest.raises(core.EvaluateError, match="does not exist"):
-        core.check_csv_path(tmp_path / "missing" / "out.csv")
+    with pytest.raises(EvaluateError, match="does not exist"):
+        outputs.check_csv_path(tmp_path / "missing" / "out.csv")
 
 
 def test_full_resolution_photos(tmp_path, tiny_model_file):

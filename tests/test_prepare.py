@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from portraitcolor import prepare as prep
-from portraitcolor import setfile
+from portraitcolor import setfile, variants
 from portraitcolor.config import PrepareOptions
 from portraitcolor.filters import Dropped
 from portraitcolor.lab import decode_lab8, rgb_to_lab
-from portraitcolor.prepare import Kept, PrepareError, collect_sources, prepare, process_image
+from portraitcolor.prepare import PrepareError, collect_sources, prepare
+from portraitcolor.variants import Kept, process_image
 from tests.conftest import portrait_array, run_cli, write_portrait
 from tests.test_filters import sepia
 
@@ -337,7 +338,7 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_failure_mid_write_leaves_no_output(tmp_path, portrait_dir, monkeypatch):
     calls = []
-    real = prep.process_source
+    real = variants.process_source
 
     def failing(path, name, job):
         calls.append(path)
@@ -345,7 +346,7 @@ def test_failure_mid_write_leaves_no_output(tmp_path, portrait_dir, monkeypatch)
             raise RuntimeError("disk on fire")
         return real(path, name, job)
 
-    monkeypatch.setattr(prep, "process_source", failing)
+    monkeypatch.setattr(variants, "process_source", failing)
     monkeypatch.setattr(setfile, "CHUNK_IMAGES", 2)  # blocks really reach the file before the failure
     out = tmp_path / "set.h5"
     with pytest.raises(RuntimeError):

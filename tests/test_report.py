@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from portraitcolor import runs
-from portraitcolor.evaluate import STRIP_TILE_HEIGHT, EvaluateError
+from portraitcolor.evaluate import STRIP_TILE_HEIGHT
 from portraitcolor.report import check_report_dir
+from portraitcolor.targets import EvaluateError
 from tests.conftest import portrait_array, run_cli, write_set
 
 SPLITS = ["train"] * 10 + ["test"] * 7 + ["val"] * 3

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from portraitcolor.config import TrainConfig
+from portraitcolor.events import EpochDone, StepDone
 from portraitcolor.runs import CHECKPOINT, TrainingError
 from portraitcolor.store import WeightsStore, resolve_model
-from portraitcolor.train import EpochDone, StepDone, TrainingInterrupted, train
+from portraitcolor.train import TrainingInterrupted, train
 from tests.conftest import REPO, portrait_array, portrait_stack, write_set
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 
 from portraitcolor.cli import app
 from portraitcolor.config import TrainConfig
+from portraitcolor.events import StepDone
 from portraitcolor.runs import CHECKPOINT
 from portraitcolor.store import WeightsStore
-from portraitcolor.train import StepDone, TrainingInterrupted, train
+from portraitcolor.train import TrainingInterrupted, train
 from tests.conftest import REPO, portrait_stack, run_cli, write_set
 
 # 9 train and 3 val images of 16x16, 3 steps an epoch: a run takes a few seconds on a CPU.
