@@ -3,7 +3,8 @@
     python bench/evaluate_bench.py [--images 512] [--size 128] [--width 16] [--device auto]
 
 Prints one JSON object: images/s of the whole evaluation (reading, inference for the model,
-both baselines, every metric) and of the model's inference alone.
+both baselines, every metric) and of the model's inference alone. rows() gives the same
+figures to `python -m bench`, the inference alone as the ceiling.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.report import Row  # noqa: E402
 
 SPLIT_CYCLE = ("train", "test")  # half train (for the mean-ab baseline), half test
 
@@ -52,6 +55,16 @@ def measure(*, images: int = 512, size: int = 128, width: int = 16, batch_size: 
         "images_per_second": round(evaluation.count / evaluation.seconds, 1),
         "inference_images_per_second": round(evaluation.count / inference_seconds, 1),
     }
+
+
+def rows(*, quick: bool, scratch: Path) -> list[Row]:
+    """`python -m bench`'s row: evaluate on the CPU over 32 test images with `quick`, else 512,
+    against its model's inference alone (measure() writes its set in a temporary folder of its own)."""
+    figures = measure(images=32 if quick else 512, device="cpu")
+    rate, inference = figures["images_per_second"], figures["inference_images_per_second"]
+    figure = f"images/s ({figures['images']} images @{figures['size']}, w{figures['width']}, batch {figures['batch_size']}, {figures['device']})"
+    return [Row(group="evaluate", figure=figure, value=rate, unit="images/s", ceiling=inference,
+                ceiling_label="images/s: its inference alone", ratio=rate / inference if inference else None, details=figures)]
 
 
 def _inference_seconds(model, set_path: Path, batch_size: int, device) -> float:

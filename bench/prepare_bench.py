@@ -10,8 +10,8 @@ decoding is printed too: it is the fair one for large photos.
     python bench/prepare_bench.py [FOLDER ...] [--workers N] [--synthetic 64]
 
 Without folders it measures the headshots corpus (when unpacked) and a temporary
-folder of large synthetic JPEGs. measure(folder, workers) is the entry point for a
-common benchmark harness.
+folder of large synthetic JPEGs. measure(folder, workers) returns one folder's figures;
+rows() is what `python -m bench` calls.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import Row  # noqa: E402
 from portraitcolor.config import PrepareOptions  # noqa: E402
 from portraitcolor.prepare import collect_sources, prepare  # noqa: E402
 from portraitcolor.workers import default_workers  # noqa: E402
@@ -103,6 +104,24 @@ def write_synthetic_jpegs(folder: Path, count: int = 64, *, width: int = 3000, h
         field += cv2.resize(grain, (width, height), interpolation=cv2.INTER_NEAREST)
         Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).save(folder / f"synthetic_{index:03d}.jpg", quality=90)
     return folder
+
+
+def rows(*, quick: bool, scratch: Path) -> list[Row]:
+    """`python -m bench`'s rows: prepare on synthetic 3000x2000 JPEGs (8 with `quick`, else 64)
+    against the bare decode + resize ceiling, with the reduced decoding prepare uses (target
+    >= 80%, the fair ceiling for photos this large) and with a full decode."""
+    figures = measure(write_synthetic_jpegs(scratch / "photos", count=8 if quick else 64))
+    workers = figures["workers"]
+    run_label = f"images/s ({workers} workers, {figures['images']} JPEGs 3000x2000, {figures['crop']} crop)"
+    reduced_ratio = figures["ratio_to_reduced_ceiling"]
+    return [
+        Row(group="prepare", figure=f"{run_label} vs reduced decode", value=figures["prepare_images_per_s"], unit="images/s",
+            ceiling=figures["reduced_ceiling_images_per_s"], ceiling_label=f"images/s: bare reduced decode + resize x {workers}",
+            ratio=reduced_ratio, target=">= 80% of ceiling", met=reduced_ratio >= 0.8, details=figures),
+        Row(group="prepare", figure=f"{run_label} vs full decode", value=figures["prepare_images_per_s"], unit="images/s",
+            ceiling=figures["ceiling_images_per_s"], ceiling_label=f"images/s: bare full decode + resize x {workers}",
+            ratio=figures["ratio_to_ceiling"], details=figures),
+    ]
 
 
 def run(report=print, *, folders: list[Path] | None = None, workers: int | None = None, synthetic: int = 64) -> list[dict]:

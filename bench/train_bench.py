@@ -3,8 +3,8 @@
     python bench/train_bench.py                # width 64 (the paper's) and 16 (the default model's), size 128
     python bench/train_bench.py --steps 5 --batch-size 16
 
-measure(...) returns the figures as a dict for a common harness; bench/gpu.py reuses the
-step functions below on a GPU.
+measure(...) returns the figures as a dict and rows() turns them into `python -m bench`'s
+rows; bench/gpu.py reuses the step functions below on a GPU.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.report import Row  # noqa: E402
 from portraitcolor import loader, setfile  # noqa: E402
 from portraitcolor.device import autocast_as  # noqa: E402
 from portraitcolor.losses import mae_loss  # noqa: E402
@@ -139,6 +140,31 @@ def measure(*, widths=(64, 16), size: int = 128, batch_size: int = 8, steps: int
         for in_memory in (False, True):
             results["loader"].append(measure_loader(path, batch_size=64, in_memory=in_memory, batches=loader_images // 64))
     return results
+
+
+LOADER_TARGET = 10  # the loader must feed at least 10x what the fastest training step consumes
+
+
+def rows(*, quick: bool, scratch: Path) -> list[Row]:
+    """`python -m bench`'s rows: training images/s per width, and the loader against the fastest
+    training step. The sizes are measure()'s defaults with or without `quick` (the harness has
+    always run them so), and measure() writes its loader set in a temporary folder of its own."""
+    figures = measure()
+    threads = figures["threads"]
+    result = [
+        Row(group="train", figure=f"training step w{run['width']} @{run['size']} b{run['batch_size']} ({threads} threads)",
+            value=run["images_per_s"], unit="images/s", note=f"{run['tflops'] * 1e3:.1f} GFLOP/s", details=figures)
+        for run in figures["training"]
+    ]
+    fastest = max(figures["training"], key=lambda run: run["images_per_s"])
+    step_label = f"images/s: training step w{fastest['width']} @{fastest['size']} b{fastest['batch_size']}"
+    for run in figures["loader"]:
+        where = "split in memory" if run["in_memory"] else "streamed from the HDF5 file"
+        ratio = run["images_per_s"] / fastest["images_per_s"]
+        result.append(Row(group="train", figure=f"loader, {where}, batches of {run['batch_size']}", value=run["images_per_s"], unit="images/s",
+                          ceiling=fastest["images_per_s"], ceiling_label=step_label, ratio=ratio,
+                          target=f">= {LOADER_TARGET}x the training step", met=ratio >= LOADER_TARGET, details=figures))
+    return result
 
 
 def main() -> None:

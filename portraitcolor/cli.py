@@ -422,10 +422,7 @@ def evaluate(
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
     _refuse_output_clashes({"--csv": csv_path, "--report": report}, targets)
-    if csv_path is not None:
-        run_job(outputs.check_csv_path, csv_path, overwrite=overwrite)
-    if report is not None:
-        run_job(outputs.check_report_dir, report, overwrite=overwrite)
+    run_job(outputs.check_outputs, csv_path=csv_path, report_dir=report, overwrite=overwrite)
     models = run_job(core.load_models, model)
 
     def on_failure(source: str, reason: str) -> None:
@@ -438,10 +435,8 @@ def evaluate(
         console.print(f"note: {note}", markup=False, soft_wrap=True)
     rate = evaluation.count / evaluation.seconds if evaluation.seconds > 0 else float("inf")
     console.print(f"{evaluation.count} images in {evaluation.seconds:.1f} s ({rate:.1f} images/s) on {evaluation.device}", markup=False)
-    if csv_path is not None:
-        run_job(outputs.write_csv, evaluation, csv_path, overwrite=overwrite)
-    if report is not None:
-        page = run_job(outputs.write_report, evaluation, report, overwrite=overwrite)
+    page = run_job(outputs.write_outputs, evaluation, csv_path=csv_path, report_dir=report, overwrite=overwrite)
+    if page is not None:
         console.print(f"report: {page}", markup=False)
     if json_output:
         typer.echo(json.dumps(outputs.json_document(evaluation), indent=2))

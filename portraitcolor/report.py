@@ -53,6 +53,22 @@ def pick_cases(evaluation: Evaluation, *, per_group: int = CASES_PER_GROUP, seed
     return groups
 
 
+def check_outputs(*, csv_path: str | os.PathLike | None, report_dir: str | os.PathLike | None, overwrite: bool = False) -> None:
+    """Refuse the files asked for (a CSV, a report folder) that cannot be written, before any
+    time is spent evaluating."""
+    if csv_path is not None:
+        check_csv_path(csv_path, overwrite=overwrite)
+    if report_dir is not None:
+        check_report_dir(report_dir, overwrite=overwrite)
+
+
+def write_outputs(evaluation: Evaluation, *, csv_path: str | os.PathLike | None, report_dir: str | os.PathLike | None, overwrite: bool = False) -> Path | None:
+    """Write the files asked for; the report's page, if one was asked for."""
+    if csv_path is not None:
+        write_csv(evaluation, csv_path, overwrite=overwrite)
+    return None if report_dir is None else write_report(evaluation, report_dir, overwrite=overwrite)
+
+
 def check_report_dir(directory: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Refuse a report folder that cannot be written, or holds an earlier report without
     --overwrite, before any time is spent evaluating."""

