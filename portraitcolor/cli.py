@@ -85,14 +85,6 @@ def _one_line(error: Exception) -> str:
     return str(error)
 
 
-def _refuse_output_clashes(outputs: dict, inputs: list) -> None:
-    from .atomic import output_clash
-
-    clash = output_clash(outputs, inputs)
-    if clash is not None:
-        raise fail(clash, code=EXIT_USAGE)
-
-
 def run_job(job, *args, **kwargs):
     """Call a core function; known errors become one line on stderr unless --debug."""
     try:
@@ -262,18 +254,10 @@ def prepare_command(
     Unreadable, tiny, huge, blank, placeholder and grayscale images are dropped and
     counted per reason; the table goes to stderr, the set's path to stdout.
     """
-    from .prepare import collect_sources, is_report_of, prepare
+    from .prepare import check_usage, collect_sources, prepare, write_report
 
-    if append and overwrite:
-        raise fail("--append and --overwrite exclude each other", code=EXIT_USAGE)
-    if output.exists() and not (append or overwrite):
-        raise fail(f"{output} exists: use --append to add to it or --overwrite to replace it", code=EXIT_USAGE)
     listed = run_job(read_files_from, files_from, nul=null) if files_from else []
-    if not sources and not listed:
-        raise fail("no sources: give image folders or files, or --files-from", code=EXIT_USAGE)
-    _refuse_output_clashes({"-o": output, "--report": report}, [*(sources or []), *listed])
-    if report is not None and not overwrite and not is_report_of(report, output):
-        raise fail(f"{report} exists (pass --overwrite to replace it)", code=EXIT_USAGE)
+    run_job(check_usage, output, sources=[*(sources or []), *listed], report=report, append=append, overwrite=overwrite)
     options = run_job(
         PrepareOptions,
         size=size, crop=crop.value, face_margin=face_margin, min_size=min_size, max_pixels=max_pixels,
@@ -288,11 +272,7 @@ def prepare_command(
     with prepare_progress(console) as on_progress:
         result = run_job(prepare, found, output, options=options, workers=workers, append=append, overwrite=overwrite, progress=on_progress)
     if report is not None:
-        import json
-
-        from .atomic import atomic_write_text
-
-        run_job(atomic_write_text, report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
+        run_job(write_report, report, result)
     console.print(prepare_table(result.report))
     typer.echo(str(result.path))
 
@@ -421,8 +401,7 @@ def evaluate(
     console = stderr_console()
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs have no width limit; keep the table on one line per metric
-    _refuse_output_clashes({"--csv": csv_path, "--report": report}, targets)
-    run_job(outputs.check_outputs, csv_path=csv_path, report_dir=report, overwrite=overwrite)
+    run_job(outputs.check_outputs, csv_path=csv_path, report_dir=report, overwrite=overwrite, inputs=targets)
     models = run_job(core.load_models, model)
 
     def on_failure(source: str, reason: str) -> None:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, setfile, variants
-from .atomic import atomic_output
+from .atomic import atomic_output, atomic_write_text, output_clash
 from .config import DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, PrepareOptions
 from .dedupe import HashIndex, existing_hashes
-from .errors import PortraitcolorError
+from .errors import PortraitcolorError, UsageError
 from .filters import REASONS, Dropped, RunCounts, add_reports, drop_summary
 from .inputs import image_files, utf8_name
 from .setfile import SetWriter, WriteGuard, seal
@@ -112,6 +112,26 @@ def _refuse_shared_names(sources: list[Source]) -> None:
                 f"{first} and {source.path} would both be named {source.name!r} in the set; "
                 "give their common parent folder instead (names then keep the sub-folder), or prepare them in separate sets"
             )
+
+
+def check_usage(output: Path, *, sources: list, report: Path | None, append: bool, overwrite: bool) -> None:
+    """Refuse what no run can do with these sources and outputs, before any work (usage errors)."""
+    if append and overwrite:
+        raise UsageError("--append and --overwrite exclude each other")
+    if output.exists() and not (append or overwrite):
+        raise UsageError(f"{output} exists: use --append to add to it or --overwrite to replace it")
+    if not sources:
+        raise UsageError("no sources: give image folders or files, or --files-from")
+    clash = output_clash({"-o": output, "--report": report}, sources)
+    if clash is not None:
+        raise UsageError(clash)
+    if report is not None and not overwrite and not is_report_of(report, output):
+        raise UsageError(f"{report} exists (pass --overwrite to replace it)")
+
+
+def write_report(report: Path, result: PrepareResult) -> None:
+    """The filter report, with every dropped file and why, as JSON (--report)."""
+    atomic_write_text(report, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
 
 
 def is_report_of(report: Path, output: Path) -> bool:

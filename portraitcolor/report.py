@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, runs
-from .atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from .atomic import atomic_output, atomic_write_bytes, atomic_write_text, output_clash
+from .errors import UsageError
 from .evaluate import BASELINES, Evaluation
 from .targets import EvaluateError
 
@@ -53,9 +54,12 @@ def pick_cases(evaluation: Evaluation, *, per_group: int = CASES_PER_GROUP, seed
     return groups
 
 
-def check_outputs(*, csv_path: str | os.PathLike | None, report_dir: str | os.PathLike | None, overwrite: bool = False) -> None:
-    """Refuse the files asked for (a CSV, a report folder) that cannot be written, before any
-    time is spent evaluating."""
+def check_outputs(*, csv_path: str | os.PathLike | None, report_dir: str | os.PathLike | None, overwrite: bool = False, inputs: list = ()) -> None:
+    """Refuse the files asked for (a CSV, a report folder) that cannot be written, or would
+    replace an input or each other, before any time is spent evaluating."""
+    clash = output_clash({"--csv": csv_path, "--report": report_dir}, list(inputs))
+    if clash is not None:
+        raise UsageError(clash)
     if csv_path is not None:
         check_csv_path(csv_path, overwrite=overwrite)
     if report_dir is not None:
