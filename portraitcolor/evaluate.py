@@ -24,13 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import metrics, runs
 from .config import EvaluateOptions
+from .device import pick_device, prepare_model
+from .hints import HintError, predict_following, sample_from_truth
 from .images import Picture
+from .inference import SIDE_MULTIPLE, check_takes_hints, colorize_picture, open_predictor, uses_torch
 from .inputs import utf8_name
 from .lab import l_to_net, lab_to_rgb, rgb_to_lab
+from .store import WeightsStore, is_path_spec, resolve_model
 from .targets import Batch, EvaluateError, FailureCallback, PhotoTarget, SetTarget, open_target
+from .weights import BUILTIN_NAME
 
 GRAY = "gray"
 HINT_SEED = 20171
@@ -84,8 +90,6 @@ class Evaluation:
 def load_models(specs: list[str] | None, *, most: int | None = 2) -> list[ModelUnderTest]:
     """Resolve model specs (path, store name; none: the default model), at most `most` of them
     (None: any number, for comparisons outside the report's layout)."""
-    from .store import WeightsStore, resolve_model
-    from .weights import BUILTIN_NAME
 
     specs = list(specs or [])
     if most is not None and len(specs) > most:
@@ -105,9 +109,6 @@ def load_models(specs: list[str] | None, *, most: int | None = 2) -> list[ModelU
 def engines_for(models: list[ModelUnderTest], device: str) -> dict:
     """Each model on the engine colorize gives it for this --device (the CPU: a stored model's
     ONNX form through OpenCV), so that evaluate measures the colours users get."""
-    from .device import pick_device, prepare_model
-    from .inference import open_predictor, uses_torch
-    from .store import is_path_spec
     from .torch_inference import TorchPredictor
 
     engines = {}
@@ -137,7 +138,6 @@ def predict_ab(engine, true_l: np.ndarray, hints: np.ndarray | None = None) -> n
     The same network call as colorize (an inference.Predictor), in evaluate's channels-last
     layout; hints: (B, HINT_CHANNELS, S, S) for a hint-aware model.
     """
-    from .hints import predict_following
 
     l_net = np.ascontiguousarray(l_to_net(true_l), dtype=np.float32)[:, None]  # (B, 1, S, S)
     return predict_following(engine, l_net, hints).transpose(0, 2, 3, 1)  # (B, 2, S, S) -> (B, S, S, 2)
@@ -146,7 +146,6 @@ def predict_ab(engine, true_l: np.ndarray, hints: np.ndarray | None = None) -> n
 def sampled_hints(batch: Batch, count: int) -> np.ndarray | None:
     """evaluate --hints: `count` hints per image from its true colours, seeded by the image's
     key, so every model and every run sees the same ones."""
-    from .hints import sample_from_truth
 
     if not count:
         return None
@@ -157,8 +156,6 @@ def sampled_hints(batch: Batch, count: int) -> np.ndarray | None:
 
 
 def _check_hints_apply(engines: dict, options: EvaluateOptions) -> None:
-    from .hints import HintError
-    from .inference import check_takes_hints
 
     if options.full_res:
         raise HintError("--hints works on images at the model's size, not with --full-res")
@@ -198,7 +195,6 @@ def _baseline_outputs(true_lab: np.ndarray, mean_ab) -> dict[str, np.ndarray]:
 
 def _full_res_outputs(target, models, mean_ab, options, engines, *, only, on_failure):
     """Photos at their own size through colorize's path (ab rendered small, upsampled)."""
-    from .inference import colorize_picture
 
     for key, source, picture in target.pictures(only=only, on_failure=on_failure):
         true_lab = rgb_to_lab(picture.rgb)[None]  # (1, H, W, 3)
@@ -224,7 +220,6 @@ def evaluate(
     on_failure: FailureCallback | None = None,
 ) -> Evaluation:
     """Per-image metrics of every model and baseline on the same images."""
-    from .device import pick_device
 
     if not models:
         raise EvaluateError("no model to evaluate")
@@ -302,7 +297,6 @@ def _strips(batch: Batch, predicted: dict, models: list[ModelUnderTest]) -> list
 
 
 def strip_image(tiles: list[np.ndarray]) -> np.ndarray:
-    from PIL import Image
 
     height, width = tiles[0].shape[:2]
     scale = STRIP_TILE_HEIGHT / height
@@ -318,7 +312,6 @@ def strip_image(tiles: list[np.ndarray]) -> np.ndarray:
 
 
 def jpeg_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
 
     buffer = io.BytesIO()
     # Full-resolution chroma (no 4:2:0 subsampling): the colours are what a report shows.
@@ -333,7 +326,6 @@ def _lab_metrics(predicted_lab, true_lab, true_rgb, device) -> dict[str, np.ndar
 
 
 def _size_notes(target, models, size) -> list[str]:
-    from .model import SIDE_MULTIPLE
 
     if size is None:
         return ["full resolution: the models' ab is rendered at their size and upsampled (colorize's path)"]

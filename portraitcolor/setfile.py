@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from . import __version__
@@ -74,7 +75,6 @@ class SetInfo:
 
 def inspect_set(path: str | os.PathLike) -> SetInfo:
     """Open a set, check its layout, shapes and dtypes, and describe it (no image data read)."""
-    import h5py
 
     path = Path(path)
     try:
@@ -92,8 +92,6 @@ def inspect_set(path: str | os.PathLike) -> SetInfo:
 
 def _checked_info(path: Path, handle) -> SetInfo:
     """Every check of the layout that can be made without reading the images (the file is untrusted)."""
-    import h5py
-    import numpy as np
 
     attributes = {key: _plain(value) for key, value in handle.attrs.items()}
     if not _is_value(attributes.get("format"), str, FORMAT):
@@ -153,7 +151,6 @@ def train_mean_ab(path: str | os.PathLike, *, most: int = MEAN_AB_SAMPLE_IMAGES)
     """The train split's mean (a, b) over its first `most` images -> ((a, b) or None, images).
 
     Train records it in every model's summary; evaluate's mean-ab baseline uses it."""
-    import numpy as np
 
     total, images = np.zeros(2), 0
     for _, lab8 in iter_split(path, "train", batch_size=256):
@@ -175,8 +172,6 @@ def iter_split(path: str | os.PathLike, split: str | None, *, batch_size: int = 
     indexing of scattered rows is many times slower than a contiguous read.
     lab8 is uint8 (B, S, S, 3). The order is the file's, so results are deterministic.
     """
-    import h5py
-    import numpy as np
 
     inspect_set(path)
     if split is not None and split not in SPLIT_NAMES:
@@ -217,7 +212,6 @@ class SetWriter:
     """Appends images to an open set file in chunk-aligned blocks."""
 
     def __init__(self, handle, size: int, *, chunk_images: int | None = None):
-        import h5py
 
         self.handle = handle
         self.size = size
@@ -275,7 +269,6 @@ def write_set(path: str | os.PathLike, lab8: np.ndarray, splits: Sequence[str | 
               options: dict | None = None, filter_report: dict | None = None) -> Path:
     """A whole set in one call (N, S, S, 3) uint8 LAB8 images with their splits (names or
     codes), written atomically. Names default to face0000.png, ..."""
-    import h5py
 
     lab8 = np.asarray(lab8, dtype=np.uint8)
     count, size = lab8.shape[0], lab8.shape[1]

@@ -9,13 +9,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from .config import EvaluateOptions
 from .errors import PortraitcolorError
+from .faces import center_square, crop_square, resize_square
 from .images import ImageReadError, Picture, read_image
 from .inputs import image_files, utf8_name
-from .lab import lab_to_rgb, rgb_to_lab
+from .lab import decode_lab8, lab_to_rgb, rgb_to_lab
+from .setfile import inspect_set, iter_split, train_mean_ab
 
 SET_SUFFIXES = (".h5", ".hdf5")
 
@@ -38,7 +41,6 @@ class SetTarget:
     """One split of an HDF5 set: the stored LAB is the truth, as training saw it."""
 
     def __init__(self, path: Path, split: str | None, limit: int | None) -> None:
-        from .setfile import inspect_set
 
         self.path, self.split = path, split
         info = inspect_set(path)
@@ -49,8 +51,6 @@ class SetTarget:
         self.count = available if limit is None else min(limit, available)
 
     def batches(self, batch_size: int, *, only: set[int] | None = None) -> Iterator[Batch]:
-        from .lab import decode_lab8
-        from .setfile import iter_split
 
         position = 0
         for sources, lab8 in iter_split(self.path, self.split, batch_size=batch_size):
@@ -65,7 +65,6 @@ class SetTarget:
 
     def mean_ab(self) -> tuple[tuple[float, float] | None, str]:
         """The train split's mean (a, b): what train records in every model's summary."""
-        from .setfile import train_mean_ab
 
         value, images = train_mean_ab(self.path)
         if value is None:
@@ -128,7 +127,6 @@ def _list_photos(paths: list[Path]) -> list[tuple[Path, str]]:
 def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre crop to a square, then resize to size x size, as prepare's center crop does:
     (H, W, 3) -> (S, S, 3) float32."""
-    from .faces import center_square, crop_square, resize_square
 
     square = crop_square(rgb, center_square(*rgb.shape[:2]))
     return resize_square(np.ascontiguousarray(square, dtype=np.float32), size)
@@ -136,7 +134,6 @@ def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def open_target(paths: list[Path], options: EvaluateOptions):
     """An HDF5 set (one file) or photos; refuses mixtures and options that do not apply."""
-    import h5py
 
     paths = [Path(path) for path in paths]
     if not paths:

@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from . import faces
 from .config import PrepareOptions
 from .dedupe import perceptual_hash
 from .filters import Dropped, content_rejection
@@ -91,7 +93,6 @@ def decoded_background(path: str) -> np.ndarray:
 
 def background_window(backgrounds: Sequence[str], height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A random window of a random background, of the cut-out's shape, resized to it: float32 0..1."""
-    import cv2
 
     image = decoded_background(backgrounds[int(rng.integers(len(backgrounds)))])
     bg_height, bg_width = image.shape[:2]
@@ -156,7 +157,6 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
     """Decode, filter, crop, resize and convert one photo into its set images: the photo
     itself (or its random crops), then its composites when it is a cut-out. Every result
     carries the photo's perceptual hash, by which duplicates are found."""
-    from . import faces
 
     options, size = job.options, job.size
     find_face = options.crop == "face" or options.require_face
@@ -206,7 +206,6 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
 def _squares(height: int, width: int, face, rng, options: PrepareOptions, size: int) -> dict:
     """The crops of a photo by name suffix: {"": (top, left, side)}, {"": None} for the whole
     image, or {"#crop-0": ..., "#crop-1": ...} for random crops."""
-    from . import faces
 
     if options.crop == "none":
         return {"": None}
@@ -220,7 +219,6 @@ def _squares(height: int, width: int, face, rng, options: PrepareOptions, size: 
 
 def _small_lab(rgb: np.ndarray, square, size: int) -> np.ndarray:
     """A square of the picture (None: all of it) at the set's size, in CIELAB."""
-    from . import faces
 
     return rgb_to_lab(faces.resize_square(rgb if square is None else faces.crop_square(rgb, square), size))
 
@@ -233,6 +231,5 @@ def _set_image(lab: np.ndarray, options: PrepareOptions, *, phash: int, face_fal
 
 
 def _gray_uint8(rgb: np.ndarray) -> np.ndarray:
-    import cv2
 
     return cv2.cvtColor(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)

@@ -190,7 +190,7 @@ def test_full_resolution_path_with_a_stand_in_colorize(monkeypatch, tmp_path, ti
         calls.append((picture.rgb.shape, render_size, device))
         return picture.rgb.astype(np.float32)
 
-    monkeypatch.setattr("portraitcolor.inference.colorize_picture", colorize_picture)
+    monkeypatch.setattr("portraitcolor.evaluate.colorize_picture", colorize_picture)
     for i, (height, width) in enumerate([(70, 50), (48, 90)]):
         write_portrait(tmp_path / "photos" / f"p{i}.png", height, width, seed=i)
     models = core.load_models([str(tiny_model_file)])
