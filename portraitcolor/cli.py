@@ -15,12 +15,13 @@ from typing import List, Optional
 import typer
 
 from . import __version__
-from .config import DEFAULT_DEVICE, DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, ColorizeOptions, EvaluateOptions, PrepareOptions, TrainConfig
+from .config import DEFAULT_DEVICE, DEFAULT_EPOCHS, DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, ColorizeOptions, EvaluateOptions, PrepareOptions, TrainConfig
 from .errors import PortraitcolorError, UsageError
-from .inputs import read_files_from
+from .inputs import check_colorize_usage, read_files_from
 from .terminal import (
     evaluate_progress,
     evaluation_table,
+    line_console,
     prepare_progress,
     prepare_table,
     redeliver_interrupts_lost_in_finalizers,
@@ -68,7 +69,7 @@ NULL_OPTION = typer.Option(False, "-0", "--null", help="--files-from paths are N
 
 def fail(message: str, *, code: int = EXIT_FAILED) -> "typer.Exit":
     """Print one line `portraitcolor: error: ...` on stderr and return the Exit to raise."""
-    stderr_console().print(f"portraitcolor: error: {message}", markup=False, soft_wrap=True)
+    line_console().print(f"portraitcolor: error: {message}", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -135,7 +136,7 @@ def models_list(json_output: bool = typer.Option(False, "--json", help="One JSON
             typer.echo(json.dumps(summary))
         return
     if not infos:
-        stderr_console().print(f"no models in {store.root}", markup=False)
+        line_console().print(f"no models in {store.root}", markup=False)
         return
     for info in infos:
         marker = "*" if info.is_default else " "
@@ -204,7 +205,7 @@ def models_default(name: str = typer.Argument(..., help="Model name ('builtin' f
 
 def _say_default(name: str) -> None:
     """Every change of the default model is said, on stderr."""
-    stderr_console().print(f"default model is now {name}", markup=False, soft_wrap=True)
+    line_console().print(f"default model is now {name}", markup=False, soft_wrap=True)
 
 
 # ---- prepare ---------------------------------------------------------------------
@@ -289,7 +290,7 @@ class LrDecay(str, Enum):
 def train_command(
     typer_context: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs in all (default 20, or the sum of the phases' own counts)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Epochs in all (default {DEFAULT_EPOCHS}, or the sum of the phases' own counts)."),
     loss: str = typer.Option(TRAIN.loss, "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan | mae+rebalanced. Terms: mae, mse, ssim, rebalanced (MAE weighted by colour rarity), gan."),
     switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
     lr: float = typer.Option(TRAIN.lr, "--lr", help="Adam learning rate (a finite number, 0 or more)."),
@@ -452,9 +453,7 @@ def colorize(
     By default a result is written beside its input as NAME_color.EXT.
     """
     inputs = list(inputs or [])
-    from .colorize import check_usage, colorize_jobs, plan_jobs
-
-    run_job(check_usage, inputs, output=output, output_dir=output_dir, files_from=files_from, skip_existing=skip_existing, overwrite=overwrite, stdout_is_terminal=sys.stdout.isatty())
+    run_job(check_colorize_usage, inputs, output=output, output_dir=output_dir, files_from=files_from, skip_existing=skip_existing, overwrite=overwrite, stdout_is_terminal=sys.stdout.isatty())
     if files_from is not None:
         inputs += run_job(read_files_from, files_from, nul=null)
     if output is not None and len(inputs) != 1:
@@ -462,6 +461,7 @@ def colorize(
     if output is not None and Path(inputs[0]).is_dir():
         raise fail("-o takes one file; use -O DIR for a folder", code=EXIT_USAGE)
 
+    from .colorize import colorize_jobs, plan_jobs
     from .hints import read_hints
     from .inference import check_takes_hints, open_predictor
 

@@ -24,7 +24,6 @@ import numpy as np
 from . import images, lab
 from .atomic import atomic_output, cut_utf8, file_identity
 from .config import ColorizeOptions
-from .errors import UsageError
 from .hints import HintError, Hints, predict_following
 from .inference import Predictor, as_predictor, check_takes_hints, hint_batch, join_to_rgb, network_input, padded_shape, render_shape, upsample_ab
 from .inputs import image_files
@@ -105,22 +104,6 @@ def walk_folder(folder: Path, *, recursive: bool) -> Iterator[Path]:
     for path in image_files(folder, recursive=recursive):
         if not path.stem.endswith(OUTPUT_TAG):
             yield path
-
-
-def check_usage(inputs: list[str], *, output: str | None, output_dir: Path | None, files_from: str | None, skip_existing: bool, overwrite: bool, stdout_is_terminal: bool) -> None:
-    """Refuse what no run can do with these inputs and outputs, before any work (usage errors)."""
-    if not inputs and files_from is None:
-        raise UsageError("no inputs: give image files, folders, - (stdin) or --files-from")
-    if output is not None and output_dir is not None:
-        raise UsageError("-o and -O cannot be used together")
-    if skip_existing and overwrite:
-        raise UsageError("--skip-existing and --overwrite cannot be used together")
-    if "-" in inputs and files_from == "-":
-        raise UsageError("stdin cannot carry both an image (-) and --files-from -")
-    if "-" in inputs and output is None:
-        raise UsageError("an image read from stdin needs -o FILE, or -o - for stdout")
-    if output == "-" and stdout_is_terminal:
-        raise UsageError("refusing to write image bytes to a terminal; redirect stdout or use -o FILE")
 
 
 def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:

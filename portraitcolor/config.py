@@ -11,14 +11,18 @@ from dataclasses import dataclass, fields
 
 from .errors import UsageError
 
-# Decompression-bomb guard: images that claim more pixels are refused before decoding.
+# A photo larger than this is far beyond any camera and is almost certainly a decompression
+# bomb (a tiny file that claims gigapixels): refused before decoding.
 DEFAULT_MAX_PIXELS = 100_000_000
-# Room around a detected face box, as a fraction of its side, on each side.
+# Room around a detected face box, as a fraction of its side, on each side: Haar boxes are
+# tight on the eyes-to-mouth region; portraits want hair and chin too.
 DEFAULT_FACE_MARGIN = 0.6
 # prepare's values for a new set (with --append, the existing set's own).
 DEFAULT_SIZE = 128
 DEFAULT_VAL = 0.05
 DEFAULT_TEST = 0.05
+# train's epochs when no phase of --loss gives its own count.
+DEFAULT_EPOCHS = 20
 # The compute device: a GPU where one is present (see device.py).
 DEFAULT_DEVICE = "auto"
 

@@ -289,11 +289,13 @@ def evaluate(
 def _strips(batch: Batch, predicted: dict, models: list[ModelUnderTest]) -> list[bytes]:
     """Each image of the batch as gray | each model | truth, STRIP_TILE_HEIGHT pixels high:
     small enough to keep for every image, so that a report never runs the models again."""
-    strips = []
-    for i in range(len(batch.keys)):
-        tiles = [lab_to_rgb(predicted[GRAY][i]), *(lab_to_rgb(predicted[m.label][i]) for m in models), batch.true_rgb[i]]
-        strips.append(jpeg_bytes(strip_image(tiles)))
-    return strips
+    return [jpeg_bytes(strip_of(batch, predicted, models, i)) for i in range(len(batch.keys))]
+
+
+def strip_of(batch: Batch, predicted: dict, models: list[ModelUnderTest], i: int) -> np.ndarray:
+    """Image i of the batch as gray input | each model | truth, uint8 RGB."""
+    tiles = [lab_to_rgb(predicted[GRAY][i]), *(lab_to_rgb(predicted[m.label][i]) for m in models), batch.true_rgb[i]]
+    return strip_image(tiles)
 
 
 def strip_image(tiles: list[np.ndarray]) -> np.ndarray:
@@ -348,6 +350,3 @@ def _mean_ab(target, models) -> tuple[tuple[float, float] | None, str]:
         a, b = value
         return (a, b), f"mean ab baseline: a={a:.2f}, b={b:.2f}, from model {models[0].label}'s training summary"
     return None, f"mean-ab baseline skipped: model {models[0].label}'s metadata records no training mean ab"
-
-
-# ---- aggregates and their text ----------------------------------------------------------

@@ -22,8 +22,6 @@ DETECT_MAX_SIDE = 640
 # Faces smaller than this share of the shorter image side are background people
 # or texture that the cascade mistakes for a face.
 MIN_FACE_SHARE = 0.08
-# Room around the detected box (a fraction of the box side on each side): Haar
-# boxes are tight on the eyes-to-mouth region; portraits want hair and chin too.
 
 
 class FaceDetectorError(PortraitcolorError):

@@ -8,7 +8,7 @@ where a hint is). A hint sets only chroma: the output keeps the photo's own ligh
 
 Hints come as points (`x,y=COLOUR`, pixels or fractions of the width and height), as a file
 of such lines or JSON, or as a scribble image whose non-transparent pixels are hints. Training
-samples hints from the true colours (train.py): often none, else a geometric number of small
+samples hints from the true colours (loader.with_sampled_hints): often none, else a geometric number of small
 patches, so one model serves with and without hints.
 """
 

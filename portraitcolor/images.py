@@ -32,8 +32,6 @@ try:  # Pillow built without LittleCMS: outputs go untagged
 except ImportError:  # pragma: no cover - every wheel on PyPI has it
     ImageCms = None
 
-# A photo larger than this is far beyond any camera and is almost certainly a
-# decompression bomb (a tiny file that claims gigapixels).
 
 
 class ImageReadError(PortraitcolorError):

@@ -61,3 +61,20 @@ def read_files_from(source: str, *, nul: bool = False) -> list[str]:
     except OSError as error:
         raise UsageError(f"{source}: cannot read the file list ({error.strerror or error})") from None
     return read_file_list(data, nul=nul)
+
+
+def check_colorize_usage(inputs: list[str], *, output: str | None, output_dir: Path | None, files_from: str | None, skip_existing: bool, overwrite: bool, stdout_is_terminal: bool) -> None:
+    """colorize's inputs and outputs that no run can use, refused before any work (usage errors);
+    here, not in colorize.py, so that a mistyped command line fails before OpenCV is loaded."""
+    if not inputs and files_from is None:
+        raise UsageError("no inputs: give image files, folders, - (stdin) or --files-from")
+    if output is not None and output_dir is not None:
+        raise UsageError("-o and -O cannot be used together")
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite cannot be used together")
+    if "-" in inputs and files_from == "-":
+        raise UsageError("stdin cannot carry both an image (-) and --files-from -")
+    if "-" in inputs and output is None:
+        raise UsageError("an image read from stdin needs -o FILE, or -o - for stdout")
+    if output == "-" and stdout_is_terminal:
+        raise UsageError("refusing to write image bytes to a terminal; redirect stdout or use -o FILE")

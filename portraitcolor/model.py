@@ -153,7 +153,7 @@ def with_inputs_of(source: "UNet", config: UNetConfig) -> "UNet":
     return target
 
 
-def widened(source: "UNet", width: int, *, seed: int = 0) -> "UNet":
+def widened(source: "UNet", width: int) -> "UNet":
     """A network `width` wide that computes exactly what the narrower `source` computes
     (Net2WiderNet, Chen et al. 2016): a trained model grows without starting over.
 
@@ -165,7 +165,7 @@ def widened(source: "UNet", width: int, *, seed: int = 0) -> "UNet":
     if width < old_width:
         raise ValueError(f"a network can only grow: width {width} is narrower than {old_width}")
     target = UNet(UNetConfig(width=width, size=source.config.size, hints=source.config.hints))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(0)  # the same wider network every time
     state = {}
 
     def spread(old: int, new: int) -> _Feature:

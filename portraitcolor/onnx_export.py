@@ -26,7 +26,7 @@ INPUT_NAME, OUTPUT_NAME = "l", "ab"
 # Sigmoid outputs (0..1) may differ by this much: 0.0005 x 255 is 0.13 CIELAB units.
 AGREEMENT = 5e-4
 # Checked at two shapes, one square and one not, each a multiple of the network's stride.
-_CHECK_SHAPES = ((1, 1, 64, 64), (2, 1, 48, 80))
+_CHECK_SHAPES = ((1, 64, 64), (2, 48, 80))  # batch, height, width
 # torch's exporter keeps global state: two threads exporting at once fail (parallel imports).
 _EXPORTING = threading.Lock()
 
@@ -58,7 +58,7 @@ def check_agreement(onnx_bytes: bytes, model: UNet) -> None:
     """Raise OnnxExportError unless OpenCV runs the ONNX bytes as torch runs `model`."""
     net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
     rng = np.random.default_rng(0)
-    for batch_size, _, height, width in _CHECK_SHAPES:
+    for batch_size, height, width in _CHECK_SHAPES:
         shape = (batch_size, model.config.in_channels, height, width)
         batch = rng.random(shape, dtype=np.float32)
         with torch.inference_mode():

@@ -190,7 +190,7 @@ def prepare(
             # Written last (in _finish): until then the file is not a set to any reader.
             handle.attrs.pop("format", None)
             writer = SetWriter(handle, size)
-            present = {_photo_name(_text(name)) for name in handle[setfile.SOURCES][...]}
+            present = {_photo_name(setfile.decode_name(name)) for name in handle[setfile.SOURCES][...]}
             hashes = HashIndex(options.dedupe_distance) if options.dedupe else None
             if hashes is not None:
                 for value in existing_hashes(handle):
@@ -217,10 +217,6 @@ def prepare(
             report = _report(output, counts, options, writer, time.perf_counter() - started)
             _finish(handle, options, report, previous)
     return PrepareResult(path=output, report=report)
-
-
-def _text(name) -> str:
-    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
 
 
 def _previous_set(output: Path) -> setfile.SetInfo:

@@ -19,13 +19,11 @@ module on its fast path (checkpoint.py does the torch.save and torch.load of the
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -53,7 +51,6 @@ FILES = (CHECKPOINT, BEST_WEIGHTS, CONFIG, METRICS, LOSS_CURVE)
 SUMMARY_RUN_DIR = "run_dir"
 SUMMARY_MEAN_AB = "mean_ab"
 
-CHECKPOINT_FORMAT = "portraitcolor-checkpoint/1"
 # Options that do not change the numbers a run computes, so --resume may change them.
 RUNTIME_OPTIONS = ("device", "workers", "compile", "resume", "set_default", "replace", "overwrite")
 # Where the result goes: given with --resume it is used, not given the run's own is kept.
@@ -218,39 +215,6 @@ def find_run(spec: str) -> Path:
 
 
 # ---- the files written into it ------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def checkpoint_output(run_dir: Path) -> Iterator[_WriteErrors]:
-    """The checkpoint file, written atomically, for checkpoint.py's torch.save. A write that fails
-    (a full disk) raises its own OSError rather than torch's report of it."""
-    with atomic_output(run_dir / CHECKPOINT) as temporary, open(temporary, "wb") as handle:
-        writer = _WriteErrors(handle)
-        try:
-            yield writer
-        except RuntimeError:
-            # torch reports a failed write (a full disk) as "enforce fail at inline_container.cc";
-            # the OSError underneath says what happened, and atomic_output names the file.
-            if writer.error is not None:
-                raise writer.error from None
-            raise
-
-
-class _WriteErrors:
-    """A file for torch.save that remembers the OSError of a failed write."""
-
-    def __init__(self, handle) -> None:
-        self.handle, self.error = handle, None
-
-    def write(self, data) -> int:
-        try:
-            return self.handle.write(data)
-        except OSError as error:
-            self.error = self.error or error
-            raise
-
-    def flush(self) -> None:
-        self.handle.flush()
 
 
 def write_json(path: Path, document: dict) -> None:

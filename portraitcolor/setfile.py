@@ -187,7 +187,7 @@ def iter_split(path: str | os.PathLike, split: str | None, *, batch_size: int = 
                 if not keep.any():
                     continue
                 rows = images[start : start + block][keep]
-                names = [_decode(name) for name, kept in zip(sources[start : start + block], keep) if kept]
+                names = [decode_name(name) for name, kept in zip(sources[start : start + block], keep) if kept]
                 for offset in range(0, len(rows), batch_size):
                     yield names[offset : offset + batch_size], rows[offset : offset + batch_size]
     except (OSError, KeyError, RuntimeError, ValueError) as error:
@@ -195,7 +195,8 @@ def iter_split(path: str | os.PathLike, split: str | None, *, batch_size: int = 
         raise DatasetError(f"{path}: damaged set file ({first_line(error)})") from None
 
 
-def _decode(name) -> str:
+def decode_name(name) -> str:
+    """A stored source name as text (h5py gives bytes or str by version and dtype)."""
     return name.decode("utf-8") if isinstance(name, bytes) else str(name)
 
 

@@ -1,7 +1,7 @@
 """What the user sees in the terminal, and the process plumbing under it.
 
-Progress bars and tables go to stderr through rich, which is imported only when stderr is a
-terminal (logs and pipelines never pay for it); stdout carries data and survives a reader
+Progress bars and tables go to stderr through rich; lines of text (errors, colorize's report)
+import it only when stderr is a terminal (logs and pipelines never pay for it); stdout carries data and survives a reader
 that goes away (`| head -1`); an interrupt that Python would drop is delivered again.
 """
 
@@ -17,6 +17,11 @@ def stderr_console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+def line_console():
+    """stderr for lines of text: rich on a terminal, else PlainStderr (rich stays unloaded)."""
+    return stderr_console() if sys.stderr.isatty() else PlainStderr()
 
 
 class PlainStderr:
@@ -143,7 +148,7 @@ def report_colorize(results, *, json_output: bool) -> int:
     """Print results as they come (data to stdout, problems to stderr); return the failure count."""
     import json
 
-    console = stderr_console() if sys.stderr.isatty() else PlainStderr()
+    console = line_console()
     failures = 0
     with terminal_progress(console, "colorizing") as update:
         for result in results:

@@ -35,7 +35,6 @@ from .distributed import all_ranks_mean, catch_stop_signals, data_parallel, rest
 from .events import EpochDone, EpochStarted, RunStarted, StepDone, TrainResult
 from .model import PatchDiscriminator, UNet, UNetConfig, widened, with_inputs_of
 from .runs import TrainingError
-from .schedule import EpochRecord, best_epoch
 from .store import resolve_model
 from .weights import save_weights
 
@@ -88,16 +87,16 @@ def train(config: TrainConfig, *, on_event=None, stop: threading.Event | None = 
                 progress = (state.epoch * data.steps + state.step) / (run.total * data.steps)
                 value = _train_step(run, nets, phase, data.to_device(l), data.to_device(ab), progress=progress)
                 state.step += 1
-                where = f"epoch {state.epoch + 1}/{run.total}, step {state.step}/{data.steps}"
+                where = lambda: f"epoch {state.epoch + 1}/{run.total}, step {state.step}/{data.steps}"  # noqa: E731 - words for the two messages below
                 if not math.isfinite(value):  # the weights are ruined: nothing of them may be saved
-                    raise _diverged(value, where, run.run_dir, state.records)
+                    raise _diverged(value, where(), run.run_dir, state.records)
                 state.train_loss_sum += value * data.per_rank_batch
                 state.train_images += data.per_rank_batch
                 timed_images += data.per_rank_batch * world_size
                 emit(StepDone(state.epoch, state.step, data.steps, value, timed_images / max(time.perf_counter() - started, 1e-9)))
                 if stop_everywhere(stop, world_size):
                     save_checkpoint()
-                    raise TrainingInterrupted(f"interrupted at {where}; checkpoint saved. Resume with: portraitcolor train --resume {run.run_dir}")
+                    raise TrainingInterrupted(f"interrupted at {where()}; checkpoint saved. Resume with: portraitcolor train --resume {run.run_dir}")
             record = _end_epoch(run, nets, data, state, phase_index, seconds=time.perf_counter() - started, images=timed_images, master=master)
             stopping = schedule.should_stop(state.history(), run.phases, run.config.patience, run.config.switch_on_plateau)
             save_checkpoint(finished=stopping or state.epoch == run.total)
@@ -168,7 +167,9 @@ def _plan(config: TrainConfig, given, *, master: bool, world_size: int, local_ra
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    return _Run(config, phases, config.epochs, device, devices.training_precision(device), info.size, world_size, checkpoint, run_dir)
+    # A checkpoint of a run that had stopped early (patience): nothing is left to train.
+    total = checkpoint["epoch"] if checkpoint and checkpoint["finished"] else config.epochs
+    return _Run(config, phases, total, device, devices.training_precision(device), info.size, world_size, checkpoint, run_dir)
 
 
 @dataclass
@@ -251,16 +252,14 @@ class _RunState:
     def resumed(cls, run: _Run) -> "_RunState":
         checkpoint = run.checkpoint
         set_rng_state(checkpoint["rng"])
-        if checkpoint["finished"]:
-            run.total = checkpoint["epoch"]  # the run had stopped early: nothing left to train
         return cls(checkpoint["epoch"], checkpoint["step"], list(checkpoint["records"]), checkpoint["train_loss_sum"], checkpoint["train_images"])
 
     def history(self) -> list:
-        return [schedule.EpochRecord(r["val_loss"], r["phase"]) for r in self.records]
+        return _history(self.records)
 
     def checkpoint(self, run: _Run, nets: _Networks, *, finished: bool) -> dict:
         return {
-            "format": runs.CHECKPOINT_FORMAT, "config": {**asdict(run.config), "resume": None},
+            "config": {**asdict(run.config), "resume": None},
             "epoch": self.epoch, "step": self.step, "finished": finished,
             "train_loss_sum": self.train_loss_sum, "train_images": self.train_images, "records": self.records,
             **nets.state(), "rng": rng_state(),
@@ -352,7 +351,7 @@ def _end_epoch(run: _Run, nets: _Networks, data: _Data, state: _RunState, phase_
     state.records.append(record)
     state.epoch, state.step, state.train_loss_sum, state.train_images = state.epoch + 1, 0, 0.0, 0
     if master:
-        if schedule.best_epoch(state.history()) == state.epoch - 1:
+        if _best_record(state.records) == state.epoch - 1:
             save_weights(nets.raw_model, run.run_dir / runs.BEST_WEIGHTS, training={"epoch": state.epoch, "phase": phase.name})
         runs.write_jsonl(run.run_dir / runs.METRICS, state.records)
         runs.plot_loss_curves(run.run_dir / runs.LOSS_CURVE, state.records, run.phases)
@@ -381,7 +380,8 @@ def _load_initial_weights(model, spec: str) -> None:
     start = resolve_model(spec)
     if start.config.width > model.config.width:
         raise TrainingError(f"--init {spec}: that model has width {start.config.width}, wider than the run's --width {model.config.width}")
-    start = widened(start, model.config.width)
+    if start.config.width < model.config.width:
+        start = widened(start, model.config.width)
     # A model with or without hint inputs starts a run of the other kind (see with_inputs_of).
     model.load_state_dict(with_inputs_of(start, model.config).state_dict())
 
@@ -400,7 +400,12 @@ def _diverged(value: float, where: str, run_dir: Path, records: list) -> Trainin
 
 def _best_record(records: list) -> int | None:
     """Index of the best epoch's record so far (None before the first)."""
-    return best_epoch([EpochRecord(r["val_loss"], r["phase"]) for r in records])
+    return schedule.best_epoch(_history(records))
+
+
+def _history(records: list) -> list:
+    """The epoch records as the schedule reads them."""
+    return [schedule.EpochRecord(r["val_loss"], r["phase"]) for r in records]
 
 
 # ---- the sample faces -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_output
-from .errors import PortraitcolorError
+from .errors import PortraitcolorError, first_line
 
 # torch is imported inside the functions that build or save a network, not here: the store
 # reads headers on CPU colorize's path, which must never import torch.
@@ -81,7 +81,7 @@ def save_weights(model, path: str | os.PathLike, *, training: dict | None = None
         except OSError:
             raise
         except Exception as error:  # noqa: BLE001 - safetensors reports a full disk as its own error type
-            raise WeightsError(f"{path}: cannot write the weights ({(str(error).splitlines() or [type(error).__name__])[0]})") from None
+            raise WeightsError(f"{path}: cannot write the weights ({first_line(error)})") from None
     return path
 
 

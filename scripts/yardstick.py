@@ -29,7 +29,6 @@ sys.path.insert(0, str(REPO))
 from portraitcolor import evaluate as ev  # noqa: E402
 from portraitcolor.atomic import atomic_write_bytes  # noqa: E402
 from portraitcolor.config import EvaluateOptions  # noqa: E402
-from portraitcolor.lab import lab_to_rgb  # noqa: E402
 from portraitcolor.report import png_bytes  # noqa: E402
 from portraitcolor.targets import open_target  # noqa: E402
 
@@ -94,8 +93,7 @@ def render_strips(evaluation: ev.Evaluation, rows: list[int], *, targets: list[s
     strips = {}
     for batch, predicted in ev.method_outputs(target, models, evaluation.mean_ab, options, ev.engines_for(models, options.device), only=set(wanted)):
         for i, key in enumerate(batch.keys):
-            tiles = [lab_to_rgb(predicted[ev.GRAY][i]), *(lab_to_rgb(predicted[m.label][i]) for m in models), batch.true_rgb[i]]
-            strips[wanted[key]] = ev.strip_image(tiles)
+            strips[wanted[key]] = ev.strip_of(batch, predicted, models, i)
     return strips
 
 
