@@ -64,6 +64,26 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+@contextlib.contextmanager
+def _no_opencv_threads() -> Iterator[None]:
+    """OpenCV's own worker threads stopped while the worker processes are forked.
+
+    Its thread pool does not survive fork(): a child forked while the parent's pool threads
+    were alive hung for good in its first OpenCV call (cv2.setNumThreads in _worker_setup),
+    so prepare never finished after any multithreaded OpenCV work in the same process
+    (colorize through the Python API, a notebook). Setting one thread stops the pool's
+    threads; the parent's setting is restored once the workers are up.
+    """
+    import cv2
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 def _process_batch(items: list[tuple[str, str]], job: variants.Job) -> list[list[variants.Kept | Dropped]]:
     return [variants.process_source(path, name, job) for path, name in items]
 
@@ -78,7 +98,7 @@ def processed(items: list[tuple[str, str]], job: variants.Job, workers: int) -> 
         return
     batches = iter([items[start : start + _BATCH] for start in range(0, len(items), _BATCH)])
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(job.options,)) as pool:
-        with _signals_held():  # the first submit forks every worker
+        with _signals_held(), _no_opencv_threads():  # the first submit forks every worker
             pending = collections.deque(pool.submit(_process_batch, batch, job) for batch in itertools.islice(batches, workers * 4))
         try:
             while pending:
