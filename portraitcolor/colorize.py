@@ -270,7 +270,6 @@ def colorize_jobs(
         check_takes_hints(predictor)
     render_size = render_size or predictor.render_size
     pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="portraitcolor-io")
-    pool.submit(lab.prepare_lab_to_srgb8)  # beside the first decode and forward pass
     try:
         with predictor.running(io_threads=io_threads):
             yield from _run_pipeline(pool, iter(jobs), predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing, hints=hints)
@@ -284,6 +283,7 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
     decoding: deque[Future | Result] = deque()
     finishing: deque[Future | Result] = deque()
     batch: list[tuple[_Decoded, tuple[int, int]]] = []
+    lab_tables = _LabTables(pool)
 
     def refill() -> None:
         # Decode at most one batch ahead: large photos must not pile up in memory.
@@ -323,6 +323,7 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
             flush()
             finishing.append(Result(decoded.job, ok=False, error=decoded.error))
         else:
+            lab_tables.saw_photo(decoded.l_full.size)
             shape = render_shape(*decoded.l_full.shape, render_size)
             problem = _hint_problem(hints, decoded.l_full.shape)
             if problem:
@@ -338,6 +339,20 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
         yield from drain(wait_all=False)
     flush()
     yield from drain(wait_all=True)
+
+
+class _LabTables:
+    """Builds OpenCV's LAB tables in the pool once they pay for themselves: for a large photo
+    or a second one (lab.COLD_START_PIXELS); one small photo is converted faster without."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool, self._photos, self._started = pool, 0, False
+
+    def saw_photo(self, pixels: int) -> None:
+        self._photos += 1
+        if not self._started and (self._photos > 1 or pixels > lab.COLD_START_PIXELS):
+            self._started = True
+            self._pool.submit(lab.prepare_lab_to_srgb8)  # beside this photo's forward pass
 
 
 def _hint_problem(hints: Hints | None, size: tuple[int, int]) -> str | None:

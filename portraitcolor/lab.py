@@ -12,6 +12,10 @@ colours to within one level) and its lightness of 8-bit pixels comes from lookup
 from __future__ import annotations
 
 import functools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -34,6 +38,33 @@ _KAPPA = 24389 / 27
 # Conversions run over blocks of this many pixels so that a 24-megapixel photo never
 # needs several full-size float temporaries at once (colorize's memory bound).
 _BLOCK_PIXELS = 1 << 20
+
+
+def for_each_strip(height: int, rows: int, work: Callable[[slice], None]) -> None:
+    """work(rows slice) for each strip of `rows` rows of a `height`-row picture, spread over
+    as many threads as OpenCV may use.
+
+    The heavy steps of the strips (OpenCV calls, numpy ufuncs) release the GIL, so one large
+    photo uses every core: decoding and encoding are serial, and the conversions between
+    them were most of the wait for a camera-sized photo. prepare's worker processes allow
+    OpenCV one thread (their parallelism is the processes): there the strips run in order.
+    """
+    strips = [slice(top, top + rows) for top in range(0, height, rows)]
+    if len(strips) < 2 or cv2.getNumThreads() < 2:
+        for strip in strips:
+            work(strip)
+        return
+    for _ in _strip_pool().map(work, strips):  # map re-raises a strip's exception here
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def _strip_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), thread_name_prefix="portraitcolor-strips")
+
+
+# A forked child has none of the pool's threads: it starts a pool of its own.
+os.register_at_fork(after_in_child=_strip_pool.cache_clear)
 
 # ---- normalisation: storage (uint8, the paper's "int format") and network ranges ----
 L_MAX = 100.0
@@ -85,11 +116,13 @@ def lightness_of_8bit(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         return cv2.LUT(pixels, l_of_gray)
     out = np.empty(pixels.shape[:2], np.float32)
-    rows = max(1, _BLOCK_PIXELS // max(pixels.shape[1], 1))
-    for top in range(0, pixels.shape[0], rows):
-        linear = cv2.LUT(pixels[top : top + rows], linear_of_level)
+
+    def convert(rows: slice) -> None:
+        linear = cv2.LUT(pixels[rows], linear_of_level)
         y = _luminance(linear.reshape(-1, 3)).reshape(linear.shape[:2])
-        out[top : top + rows] = 116.0 * _lab_f(y) - 16.0
+        out[rows] = 116.0 * _lab_f(y) - 16.0
+
+    for_each_strip(pixels.shape[0], max(1, _BLOCK_PIXELS // max(pixels.shape[1], 1)), convert)
     return out
 
 
@@ -97,26 +130,60 @@ def lightness_of_8bit(pixels: np.ndarray) -> np.ndarray:
 # gamut, but clips each channel outside it (which changes L); a channel this close to 0 or 1
 # may have been clipped, and its pixel is converted again by lab_to_rgb.
 _CLIPPED_EDGE = 1e-6
+# OpenCV builds its LAB tables on its first LAB conversion in a process: 50-100 ms, more than
+# converting a photo of up to about this many pixels without them (lab_to_srgb8's numpy
+# path). colorize builds them beside other work (prepare_lab_to_srgb8) once they pay: for
+# a large photo or a second one.
+COLD_START_PIXELS = 1 << 20
+_opencv_tables_built = threading.Event()
 
 
 def prepare_lab_to_srgb8() -> None:
-    """Build OpenCV's LAB tables now (about 50 ms, once per process), for example in a
-    thread while the first photo is decoded, rather than when it is converted."""
+    """Build OpenCV's LAB tables now, for example in a thread while a photo is decoded,
+    rather than when the first photo is converted."""
     cv2.cvtColor(np.zeros((1, 1, 3), np.float32), cv2.COLOR_Lab2RGB)
+    _opencv_tables_built.set()
 
 
 def lab_to_srgb8(lab: np.ndarray) -> np.ndarray:
     """CIELAB (H, W, 3) float32 -> sRGB uint8 (H, W, 3), lab_to_rgb's colours to within one
     level, about 8x faster on photos: OpenCV converts the pixels inside the gamut, and only
-    those it may have clipped take lab_to_rgb's path, which keeps their L."""
+    those it may have clipped take lab_to_rgb's path, which keeps their L. A small picture
+    converted before OpenCV's tables are built takes the numpy path instead (see
+    COLD_START_PIXELS)."""
     lab = np.ascontiguousarray(lab, dtype=np.float32)
+    if not _opencv_tables_built.is_set() and lab.shape[0] * lab.shape[1] <= COLD_START_PIXELS:
+        return _lab_to_srgb8_numpy(lab)
     rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    _opencv_tables_built.set()
     inside = cv2.inRange(rgb, (_CLIPPED_EDGE,) * 3, (1.0 - _CLIPPED_EDGE,) * 3)
     suspects = np.flatnonzero(inside.reshape(-1) == 0)
     if suspects.size:
         flat = rgb.reshape(-1, 3)
         flat[suspects] = _lab_to_rgb_in_gamut_block(lab.reshape(-1, 3)[suspects])
     return cv2.convertScaleAbs(rgb, alpha=255.0)
+
+
+# Linear RGB is looked up in steps of 1/65535 for its 8-bit sRGB level: a step moves sRGB by
+# at most 0.05 of a level (where the curve is steepest), so the result is lab_to_rgb's
+# rounded level or its neighbour, without a float power per pixel.
+_LINEAR_STEPS = 65535
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb8_of_linear_step() -> np.ndarray:
+    linear = np.arange(_LINEAR_STEPS + 1, dtype=np.float32) / _LINEAR_STEPS
+    return np.rint(np.clip(linear_to_srgb(linear), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _lab_to_srgb8_numpy(lab: np.ndarray) -> np.ndarray:
+    flat = lab.reshape(-1, 3)
+    out = np.empty(flat.shape, np.uint8)
+    for start in range(0, flat.shape[0], _BLOCK_PIXELS):
+        linear = _lab_to_linear_in_gamut_block(flat[start : start + _BLOCK_PIXELS])
+        steps = np.clip(linear * _LINEAR_STEPS + 0.5, 0, _LINEAR_STEPS).astype(np.uint16)
+        out[start : start + _BLOCK_PIXELS] = _srgb8_of_linear_step()[steps]
+    return out.reshape(lab.shape)
 
 
 def _blockwise(values: np.ndarray, convert) -> np.ndarray:
@@ -178,11 +245,14 @@ def _lab_to_linear_block(lab: np.ndarray) -> np.ndarray:  # (N, 3) -> (N, 3) lin
     return _times_matrix(xyz * D65_WHITE, _XYZ_TO_RGB)
 
 
-def _lab_to_rgb_in_gamut_block(lab: np.ndarray) -> np.ndarray:
+def _lab_to_linear_in_gamut_block(lab: np.ndarray) -> np.ndarray:  # (N, 3) -> (N, 3) linear RGB in 0..1
     lab = lab.astype(np.float32, copy=True)
     lab[:, 0] = np.clip(lab[:, 0], 0.0, L_MAX)
-    linear = _desaturate_into_gamut(_lab_to_linear_block(lab))
-    return np.clip(linear_to_srgb(linear), 0.0, 1.0)
+    return _desaturate_into_gamut(_lab_to_linear_block(lab))
+
+
+def _lab_to_rgb_in_gamut_block(lab: np.ndarray) -> np.ndarray:
+    return np.clip(linear_to_srgb(_lab_to_linear_in_gamut_block(lab)), 0.0, 1.0)
 
 
 def _desaturate_into_gamut(linear: np.ndarray) -> np.ndarray:

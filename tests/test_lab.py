@@ -1,3 +1,6 @@
+import threading
+
+import cv2
 import numpy as np
 import pytest
 from skimage import color
@@ -55,12 +58,18 @@ def test_network_encoding_is_the_inverse_of_decoding():
     assert abs(l_net[0, 0] - 0.5) < 0.005 and abs(lab.ab_from_net(ab_net)[0, 0] - 10) < 0.01
 
 
-def test_lab_to_srgb8_is_lab_to_rgb_within_one_level_and_keeps_lightness():
-    """The fast 8-bit conversion, over the whole LAB box (most of it outside the gamut)."""
+@pytest.mark.parametrize("opencv_tables", [False, True], ids=["numpy path (cold start)", "opencv path"])
+def test_lab_to_srgb8_is_lab_to_rgb_within_one_level_and_keeps_lightness(opencv_tables, monkeypatch):
+    """The fast 8-bit conversion, over the whole LAB box (most of it outside the gamut), on
+    both of its paths: a small picture before OpenCV's tables are built, and with them."""
+    monkeypatch.setattr(lab, "_opencv_tables_built", threading.Event())
+    if opencv_tables:
+        lab.prepare_lab_to_srgb8()
     rng = np.random.default_rng(3)
     values = np.stack([rng.uniform(0, 100, 90_000), rng.uniform(-128, 127, 90_000), rng.uniform(-128, 127, 90_000)], 1)
     values = values.astype(np.float32).reshape(300, 300, 3)
     fast = lab.lab_to_srgb8(values)
+    assert lab._opencv_tables_built.is_set() == opencv_tables  # the numpy path did not build them
     exact = np.rint(lab.lab_to_rgb(values) * 255.0)
     assert fast.dtype == np.uint8 and fast.shape == values.shape
     assert np.abs(fast.astype(np.float32) - exact).max() <= 1.0
@@ -74,3 +83,24 @@ def test_lightness_of_8bit_equals_rgb_to_l():
     np.testing.assert_allclose(lab.lightness_of_8bit(gray), lab.rgb_to_l(np.repeat(gray[..., None], 3, axis=2) / np.float32(255)), atol=1e-3)
     rgb = np.random.default_rng(4).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     np.testing.assert_allclose(lab.lightness_of_8bit(rgb), lab.rgb_to_l(rgb / np.float32(255)), atol=1e-3)
+
+
+def test_strips_spread_over_threads_give_what_one_thread_gives():
+    """lightness_of_8bit and colorize's join run their strips on several threads; the result
+    must not depend on how many, and a failing strip must fail the call."""
+    rgb = np.random.default_rng(5).integers(0, 256, (700, 1600, 3), dtype=np.uint8)  # several strips
+    threaded = lab.lightness_of_8bit(rgb)
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        serial = lab.lightness_of_8bit(rgb)
+    finally:
+        cv2.setNumThreads(previous)
+    np.testing.assert_array_equal(threaded, serial)
+
+    def fail_on_the_third(rows: slice) -> None:
+        if rows.start == 2 * 100:
+            raise ValueError("strip 3")
+
+    with pytest.raises(ValueError, match="strip 3"):
+        lab.for_each_strip(700, 100, fail_on_the_third)
