@@ -291,7 +291,7 @@ def train_command(
     typer_context: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="The HDF5 set written by `portraitcolor prepare` (not needed with --resume)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Epochs in all (default {DEFAULT_EPOCHS}, or the sum of the phases' own counts)."),
-    loss: str = typer.Option(TRAIN.loss, "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan | mae+rebalanced. Terms: mae, mse, ssim, rebalanced (MAE weighted by colour rarity), gan."),
+    loss: str = typer.Option(TRAIN.loss, "--loss", help="Loss schedule: phases separated by commas, e.g. mae,ssim | mae:12,ssim:8 | mae+0.1*ssim | mae,gan | mae+rebalanced. Terms: mae, mse, ssim, rebalanced (MAE weighted by colour rarity), chroma (keeps each picture as saturated as the truth), gan."),
     switch_on_plateau: Optional[int] = typer.Option(None, "--switch-on-plateau", min=1, help="Move to the next phase after N epochs without validation improvement."),
     lr: float = typer.Option(TRAIN.lr, "--lr", help="Adam learning rate (a finite number, 0 or more)."),
     lr_decay: LrDecay = typer.Option(LrDecay(TRAIN.lr_decay), "--lr-decay", help="none: a constant rate (the paper's); cosine: decay along half a cosine to 5% of --lr by the last step."),

@@ -96,11 +96,33 @@ def rebalanced_mae_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch
     return rebalanced_mae(prediction, target).mean()
 
 
+# The network's neutral ab (a = b = 0 in CIELAB), in its 0..1 units: lab.ab_to_net(0).
+NEUTRAL_AB = 128.0 / 255.0
+
+
+def mean_chroma(ab: torch.Tensor) -> torch.Tensor:
+    """Mean distance from neutral of each image's ab: (B, 2, H, W) -> (B,)."""
+    offset = ab.float() - NEUTRAL_AB
+    return torch.sqrt((offset * offset).sum(dim=1) + 1e-8).mean(dim=(1, 2))
+
+
+def chroma_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How far each image's mean chroma is from the truth's, mean over the batch.
+
+    A colourfulness-aware term: MAE alone pays a model to pull uncertain colours towards
+    neutral, so its pictures come out paler than the truth. This term does not care which
+    hue a pixel gets, only that the picture as a whole is as saturated as the real one, so
+    next to MAE (which sets the hues) it pushes back against the drift to gray.
+    """
+    return (mean_chroma(prediction) - mean_chroma(target.detach())).abs().mean()
+
+
 # ---- losses of a schedule phase ------------------------------------------------------
 
 # The reconstruction losses a --loss phase can combine; "gan" is handled by the loop,
 # which owns the discriminator.
-RECONSTRUCTION_LOSSES = {"mae": mae_loss, "mse": mse_loss, "ssim": ssim_loss, "rebalanced": rebalanced_mae_loss}
+RECONSTRUCTION_LOSSES = {"mae": mae_loss, "mse": mse_loss, "ssim": ssim_loss, "rebalanced": rebalanced_mae_loss,
+                          "chroma": chroma_loss}
 
 
 def reconstruction_loss(terms, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

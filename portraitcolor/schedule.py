@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from .config import DEFAULT_EPOCHS
 from .errors import UsageError
 
-LOSS_NAMES = ("mae", "mse", "ssim", "rebalanced", "gan")
+LOSS_NAMES = ("mae", "mse", "ssim", "rebalanced", "chroma", "gan")
 PIX2PIX_L1_WEIGHT = 100.0
 _TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z0-9_]+)\s*$")
 

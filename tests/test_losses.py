@@ -7,10 +7,13 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
+from portraitcolor.lab import ab_to_net
 from portraitcolor.losses import (
+    chroma_loss,
     discriminator_loss,
     generator_adversarial_loss,
     mae_loss,
+    mean_chroma,
     rebalanced_mae,
     rebalanced_mae_loss,
     reconstruction_loss,
@@ -106,3 +109,19 @@ def test_rebalanced_loss_trains_through_a_schedule_phase():
     loss = reconstruction_loss((("mae", 1.0), ("rebalanced", 0.5)), prediction, target)
     loss.backward()
     assert torch.isfinite(loss) and prediction.grad is not None and torch.isfinite(prediction.grad).all()
+
+
+def test_chroma_loss_measures_how_much_paler_each_picture_is_whatever_its_hues():
+    neutral = torch.full((2, 2, 8, 8), float(ab_to_net(np.float32(0.0))))
+    assert torch.allclose(mean_chroma(neutral), torch.zeros(2), atol=1e-3)
+    # Truth: chroma 20 (CIELAB units) everywhere; a prediction as saturated in another hue costs nothing.
+    truth, other_hue = neutral.clone(), neutral.clone()
+    truth[:, 0] += 20 / 255
+    other_hue[:, 1] -= 20 / 255
+    assert float(chroma_loss(other_hue, truth)) < 1e-4
+    assert float(chroma_loss(neutral, truth)) == pytest.approx(20 / 255, abs=2e-4)  # sqrt keeps 1e-4 at neutral
+    # Next to MAE, the gradient pushes a too-pale prediction outwards, away from neutral.
+    pale = (neutral + (truth - neutral) * 0.3).requires_grad_(True)
+    reconstruction_loss((("mae", 1.0), ("chroma", 1.0)), pale, truth).backward()
+    assert float(chroma_loss(pale.detach() - 0.1 * pale.grad.sign(), truth)) < float(chroma_loss(pale.detach(), truth))
+    assert torch.isfinite(pale.grad).all()
