@@ -106,23 +106,37 @@ def mean_chroma(ab: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((offset * offset).sum(dim=1) + 1e-8).mean(dim=(1, 2))
 
 
-def chroma_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """How far each image's mean chroma is from the truth's, mean over the batch.
+def chroma_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How far each image's mean chroma is from the truth's: (B, 2, H, W) x2 -> (B,).
 
     A colourfulness-aware term: MAE alone pays a model to pull uncertain colours towards
     neutral, so its pictures come out paler than the truth. This term does not care which
     hue a pixel gets, only that the picture as a whole is as saturated as the real one, so
     next to MAE (which sets the hues) it pushes back against the drift to gray.
     """
-    return (mean_chroma(prediction) - mean_chroma(target.detach())).abs().mean()
+    return (mean_chroma(prediction) - mean_chroma(target.detach())).abs()
+
+
+def chroma_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return chroma_error(prediction, target).mean()
 
 
 # ---- losses of a schedule phase ------------------------------------------------------
 
+def _mae_per_image(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (prediction.float() - target.float()).abs().mean(dim=(1, 2, 3))
+
+
+def _mse_per_image(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+
+
 # The reconstruction losses a --loss phase can combine; "gan" is handled by the loop,
 # which owns the discriminator.
-RECONSTRUCTION_LOSSES = {"mae": mae_loss, "mse": mse_loss, "ssim": ssim_loss, "rebalanced": rebalanced_mae_loss,
-                          "chroma": chroma_loss}
+RECONSTRUCTION_LOSSES = {"mae": mae_loss, "mse": mse_loss, "ssim": ssim_loss, "rebalanced": rebalanced_mae_loss, "chroma": chroma_loss}
+# The same terms per image, (B, 2, H, W) x2 -> (B,), for the validation pass; SSIM is
+# measured as itself (higher is better) and its loss is 1 - SSIM (validation_loss).
+_PER_IMAGE = {"mae": _mae_per_image, "mse": _mse_per_image, "rebalanced": rebalanced_mae, "chroma": chroma_error}
 
 
 def reconstruction_loss(terms, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -132,6 +146,12 @@ def reconstruction_loss(terms, prediction: torch.Tensor, target: torch.Tensor) -
         if name != "gan":
             total = total + weight * RECONSTRUCTION_LOSSES[name](prediction, target)
     return total
+
+
+def validation_loss(terms, metrics: dict) -> float:
+    """A phase's loss on the val split from validation_metrics' means: terms = ((name,
+    weight), ...) without the adversarial one, which needs a discriminator."""
+    return sum(weight * (1.0 - metrics["val_ssim"] if name == "ssim" else metrics[f"val_{name}"]) for name, weight in terms)
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -149,9 +169,10 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 
 
 def validation_metrics(model, val_loader, device, precision) -> dict:
-    """MAE, MSE, SSIM and PSNR of ab (0..1), mean over images, and the same for gray."""
+    """Every reconstruction term (SSIM as itself) and PSNR of ab (0..1), mean over images,
+    and the same for gray."""
     gray_value = float(ab_to_net(0.0))  # a = b = 0: the gray the network would have to beat
-    names = ("mae", "mse", "ssim", "psnr", "rebalanced")
+    names = (*_PER_IMAGE, "ssim", "psnr")
     sums = {prefix + name: 0.0 for prefix in ("", "gray_") for name in names}
     count = 0
     model.eval()
@@ -163,12 +184,11 @@ def validation_metrics(model, val_loader, device, precision) -> dict:
             prediction = prediction.float()
             gray = torch.full_like(ab, gray_value)
             for prefix, guess in (("", prediction), ("gray_", gray)):
-                mse = ((guess - ab) ** 2).mean(dim=(1, 2, 3))  # (B,)
-                sums[prefix + "mae"] += float((guess - ab).abs().mean(dim=(1, 2, 3)).sum())
-                sums[prefix + "mse"] += float(mse.sum())
+                for name, per_image in _PER_IMAGE.items():
+                    sums[prefix + name] += float(per_image(guess, ab).sum())
                 sums[prefix + "ssim"] += float(ssim(guess, ab).sum())
+                mse = _mse_per_image(guess, ab)
                 sums[prefix + "psnr"] += float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).sum())
-                sums[prefix + "rebalanced"] += float(rebalanced_mae(guess, ab).sum())
             count += len(ab)
     model.train()
     return {f"val_{key}": value / count for key, value in sums.items()}

@@ -337,10 +337,7 @@ def _end_epoch(run: _Run, nets: _Networks, data: _Data, state: _RunState, phase_
     epoch, and on rank 0 write the best weights, the metrics, the loss curves and samples."""
     phase = run.phases[phase_index]
     metrics = losses.validation_metrics(nets.raw_model, data.val_loader, run.device, run.precision)
-    val_loss = sum(
-        weight * (1.0 - metrics["val_ssim"] if name == "ssim" else metrics[f"val_{name}"])
-        for name, weight in phase.validation_terms
-    )
+    val_loss = losses.validation_loss(phase.validation_terms, metrics)
     if not math.isfinite(val_loss):
         raise _diverged(val_loss, f"epoch {state.epoch + 1}/{run.total}, validation", run.run_dir, state.records)
     record = {
