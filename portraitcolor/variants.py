@@ -198,8 +198,10 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
     for frame_suffix, frame in frames.items():
         for crop_suffix, square in squares.items():
             suffix = frame_suffix + crop_suffix
-            lab = base_lab if suffix == "" else _small_lab(frame, square, size)  # "": the photo's own crop, converted above
-            images.append(_set_image(lab, options, phash=phash, face_fallback=fell_back, suffix=suffix))
+            if suffix == "":  # the photo's own crop: converted and judged above
+                images.append(Kept(lab8=encode_lab8(base_lab), phash=phash, face_fallback=fell_back, suffix=suffix))
+            else:
+                images.append(_set_image(_small_lab(frame, square, size), options, phash=phash, face_fallback=fell_back, suffix=suffix))
     return images
 
 

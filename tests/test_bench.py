@@ -76,16 +76,29 @@ def test_hook_rows_calls_the_modules_rows_with_quick_and_a_scratch_folder(monkey
     assert seen == {"quick": True, "scratch_was_a_folder": True}
 
 
-def test_prepare_rows_put_the_figures_beside_both_ceilings(monkeypatch, tmp_path):
+def test_prepare_rows_put_the_figures_beside_every_ceiling(monkeypatch, tmp_path):
     from bench import prepare_bench
 
     figures = {"images": 8, "workers": 2, "crop": "center", "prepare_images_per_s": 20.0,
-               "ceiling_images_per_s": 40.0, "ratio_to_ceiling": 0.5, "reduced_ceiling_images_per_s": 80.0, "ratio_to_reduced_ceiling": 0.25}
+               "ceiling_images_per_s": 40.0, "ratio_to_ceiling": 0.5, "reduced_ceiling_images_per_s": 80.0, "ratio_to_reduced_ceiling": 0.25,
+               "parallel_reduced_images_per_s": 50.0, "ratio_to_parallel_reduced": 0.4}
     monkeypatch.setattr(prepare_bench, "write_synthetic_jpegs", lambda folder, count: folder)
     monkeypatch.setattr(prepare_bench, "measure", lambda folder: figures)
-    reduced, full = prepare_bench.rows(quick=True, scratch=tmp_path)
+    reduced, parallel, full = prepare_bench.rows(quick=True, scratch=tmp_path)
     assert reduced.figure.startswith("images/s (2 workers, 8 JPEGs") and (reduced.value, reduced.ceiling, reduced.ratio, reduced.met) == (20.0, 80.0, 0.25, False)
+    assert (parallel.ceiling, parallel.ratio, parallel.met) == (50.0, 0.4, None) and "2 processes at once" in parallel.ceiling_label
     assert (full.value, full.ceiling, full.ratio, full.met) == (20.0, 40.0, 0.5, None) and full.details is figures
+
+
+def test_prepare_measure_gives_every_figure_the_rows_read(tmp_path):
+    """The real producer of those figures, on a few small photos."""
+    from bench import prepare_bench
+
+    figures = prepare_bench.measure(prepare_bench.write_synthetic_jpegs(tmp_path / "photos", count=4, width=600, height=400), workers=2)
+    assert figures["images"] == 4 and figures["kept"] == 4
+    for key in ("prepare_images_per_s", "reduced_ceiling_images_per_s", "parallel_reduced_images_per_s", "ceiling_images_per_s"):
+        assert figures[key] > 0, key
+    assert figures["ratio_to_parallel_reduced"] == pytest.approx(figures["prepare_images_per_s"] / figures["parallel_reduced_images_per_s"], rel=0.01)
 
 
 def test_train_rows_set_the_loader_against_the_fastest_training_step(monkeypatch, tmp_path):
