@@ -6,6 +6,7 @@ import pkgutil
 
 import portraitcolor
 from portraitcolor.errors import PortraitcolorError, UsageError
+from tests.conftest import default_sigint
 
 
 def _error_classes():
@@ -45,10 +46,11 @@ def test_an_interrupt_landing_in_a_finalizer_is_delivered_again_silently():
         "def finalizer(_):\n    raise KeyboardInterrupt\n"
         "resource = Resource(); ref = weakref.ref(resource, finalizer)\n"
         # Short sleeps up to a minute: delivered at the first point after the redelivery
-        # timer fires, however late a loaded machine runs it (one 5 s sleep was flaky).
+        # timer fires, however late a loaded machine runs it.
         "try:\n    del resource\n    for _ in range(1200):\n        time.sleep(0.05)\n    print('lost')\n"
         "except KeyboardInterrupt:\n    print('delivered')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # default_sigint: as from a terminal, also when the suite itself runs in the background.
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=default_sigint)
     assert result.stdout.strip() == "delivered"
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
