@@ -185,13 +185,13 @@ def upsample_ab(ab_small: np.ndarray, shape: tuple[int, int], size: tuple[int, i
 
 def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> np.ndarray:
     """Full-res L (H, W) + ab (H, W, 2) -> RGB (H, W, 3), converted in strips of rows (on
-every core OpenCV may use)."""
+    every core OpenCV may use)."""
     height, width = l_full.shape
     out = np.empty((height, width, 3), np.uint8 if as_uint8 else np.float32)
 
     def convert(rows: slice) -> None:
         strip = cv2.merge([l_full[rows], ab_full[rows]])
-        out[rows] = lab.lab_to_srgb8(strip) if as_uint8 else lab.lab_to_rgb(strip)
+        out[rows] = lab.lab_to_srgb8(strip, picture_pixels=height * width) if as_uint8 else lab.lab_to_rgb(strip)
 
     lab.for_each_strip(height, _STRIP_ROWS, convert)
     return out

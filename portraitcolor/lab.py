@@ -145,14 +145,15 @@ def prepare_lab_to_srgb8() -> None:
     _opencv_tables_built.set()
 
 
-def lab_to_srgb8(lab: np.ndarray) -> np.ndarray:
+def lab_to_srgb8(lab: np.ndarray, *, picture_pixels: int | None = None) -> np.ndarray:
     """CIELAB (H, W, 3) float32 -> sRGB uint8 (H, W, 3), lab_to_rgb's colours to within one
     level, about 8x faster on photos: OpenCV converts the pixels inside the gamut, and only
     those it may have clipped take lab_to_rgb's path, which keeps their L. A small picture
     converted before OpenCV's tables are built takes the numpy path instead (see
-    COLD_START_PIXELS)."""
+    COLD_START_PIXELS); picture_pixels: the whole picture's size when `lab` is a strip of it."""
     lab = np.ascontiguousarray(lab, dtype=np.float32)
-    if not _opencv_tables_built.is_set() and lab.shape[0] * lab.shape[1] <= COLD_START_PIXELS:
+    pixels = picture_pixels or lab.shape[0] * lab.shape[1]
+    if not _opencv_tables_built.is_set() and pixels <= COLD_START_PIXELS:
         return _lab_to_srgb8_numpy(lab)
     rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
     _opencv_tables_built.set()

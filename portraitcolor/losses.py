@@ -96,8 +96,8 @@ def rebalanced_mae_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch
     return rebalanced_mae(prediction, target).mean()
 
 
-# The network's neutral ab (a = b = 0 in CIELAB), in its 0..1 units: lab.ab_to_net(0).
-NEUTRAL_AB = 128.0 / 255.0
+# The network's neutral ab (a = b = 0 in CIELAB) in its 0..1 units: the gray it must beat.
+NEUTRAL_AB = float(ab_to_net(0.0))
 
 
 def mean_chroma(ab: torch.Tensor) -> torch.Tensor:
@@ -171,7 +171,6 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 def validation_metrics(model, val_loader, device, precision) -> dict:
     """Every reconstruction term (SSIM as itself) and PSNR of ab (0..1), mean over images,
     and the same for gray."""
-    gray_value = float(ab_to_net(0.0))  # a = b = 0: the gray the network would have to beat
     names = (*_PER_IMAGE, "ssim", "psnr")
     sums = {prefix + name: 0.0 for prefix in ("", "gray_") for name in names}
     count = 0
@@ -182,7 +181,7 @@ def validation_metrics(model, val_loader, device, precision) -> dict:
             with devices.autocast_as(device, precision):
                 prediction = model(l)
             prediction = prediction.float()
-            gray = torch.full_like(ab, gray_value)
+            gray = torch.full_like(ab, NEUTRAL_AB)
             for prefix, guess in (("", prediction), ("gray_", gray)):
                 for name, per_image in _PER_IMAGE.items():
                     sums[prefix + name] += float(per_image(guess, ab).sum())
