@@ -6,7 +6,8 @@
 
 Training images/s and achieved TFLOP/s (FLOPs of one step counted by FlopCounterMode)
 for fp32, bf16, bf16 + channels_last and bf16 + channels_last + torch.compile at batch
-sizes that fill the card; inference images/s; and the loader's images/s with workers.
+sizes that fill the card; inference images/s; the hint sampler's images/s (what --hints
+adds to a step); and the loader's images/s with workers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from train_bench import measure_inference, measure_loader, measure_training, synthetic_set  # noqa: E402
+from train_bench import measure_hint_sampling, measure_inference, measure_loader, measure_training, synthetic_set  # noqa: E402
 
 VARIANTS = (  # (label, precision, channels_last, compile)
     ("fp32", "fp32", False, False),
@@ -42,7 +43,7 @@ def run(out_dir: Path, *, dry_run: bool, batch_sizes: tuple[int, ...] = (64, 256
     results = {
         "dry_run": dry_run, "torch": torch.__version__, "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() and not dry_run else None,
-        "width": width, "size": size, "training": [], "inference": [], "loader": [],
+        "width": width, "size": size, "training": [], "inference": [], "loader": [], "hints": None,
     }
 
     def save():
@@ -75,6 +76,8 @@ def run(out_dir: Path, *, dry_run: bool, batch_sizes: tuple[int, ...] = (64, 256
                                 precision="fp32" if dry_run else "bf16", channels_last=not dry_run)
         results["inference"].append(row)
         print(f"inference bf16+channels_last batch {batch_size:4d}: {row['images_per_s']:9.1f} images/s", flush=True)
+    results["hints"] = measure_hint_sampling(size=size, batch_size=batch_sizes[-1], device=device)
+    print(f"hints sampled for training, batch {batch_sizes[-1]}: {results['hints']['images_per_s']:9.1f} images/s", flush=True)
     save()
 
     with tempfile.TemporaryDirectory() as folder:

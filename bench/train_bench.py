@@ -130,8 +130,16 @@ def measure_loader(path: Path, *, batch_size: int = 64, workers: int = 0, in_mem
     return {"batch_size": batch_size, "workers": workers, "in_memory": in_memory, "images_per_s": images / seconds}
 
 
+def measure_hint_sampling(*, size: int = 128, batch_size: int = 32, batches: int = 20, device="cpu") -> dict:
+    """Images/s of drawing and painting the hints a hint-aware training step adds to each batch."""
+    l = torch.rand(batch_size, 1, size, size, device=device)
+    ab = torch.rand(batch_size, 2, size, size, device=device)
+    seconds = time_steps(lambda: loader.with_sampled_hints(l, ab), torch.device(device), steps=batches, warmup=2)
+    return {"size": size, "batch_size": batch_size, "device": str(device), "images_per_s": batch_size / seconds}
+
+
 def measure(*, widths=(64, 16), size: int = 128, batch_size: int = 8, steps: int = 3, loader_images: int = 1024) -> dict:
-    """This CPU's figures: training images/s per width and the loader's images/s."""
+    """This CPU's figures: training images/s per width, the loader's images/s and the hint sampler's."""
     results = {"device": "cpu", "threads": torch.get_num_threads(), "training": [], "loader": []}
     for width in widths:
         results["training"].append(measure_training(width=width, size=size, batch_size=batch_size, steps=steps))
@@ -139,6 +147,7 @@ def measure(*, widths=(64, 16), size: int = 128, batch_size: int = 8, steps: int
         path = synthetic_set(Path(folder) / "bench.h5", count=loader_images, size=size)
         for in_memory in (False, True):
             results["loader"].append(measure_loader(path, batch_size=64, in_memory=in_memory, batches=loader_images // 64))
+    results["hints"] = measure_hint_sampling(size=size)
     return results
 
 
@@ -164,6 +173,11 @@ def rows(*, quick: bool, scratch: Path) -> list[Row]:
         result.append(Row(group="train", figure=f"loader, {where}, batches of {run['batch_size']}", value=run["images_per_s"], unit="images/s",
                           ceiling=fastest["images_per_s"], ceiling_label=step_label, ratio=ratio,
                           target=f">= {LOADER_TARGET}x the training step", met=ratio >= LOADER_TARGET, details=figures))
+    hints = figures["hints"]
+    ratio = hints["images_per_s"] / fastest["images_per_s"]
+    result.append(Row(group="train", figure=f"hints sampled for training (--hints), batches of {hints['batch_size']} @{hints['size']}", value=hints["images_per_s"],
+                      unit="images/s", ceiling=fastest["images_per_s"], ceiling_label=step_label, ratio=ratio,
+                      target=f">= {LOADER_TARGET}x the training step", met=ratio >= LOADER_TARGET, details=figures))
     return result
 
 

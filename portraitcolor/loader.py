@@ -4,8 +4,10 @@ the DataLoader that reads them in worker processes."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import h5py
@@ -225,18 +227,64 @@ def with_sampled_hints(l, ab):
     hints sampled from the truth (hints.py): none for NO_HINT_SHARE of the images, else a
     geometric number of square patches, each holding the patch's mean true colour."""
     batch, _, height, width = l.shape
-    channels = l.new_zeros(batch, hint_rules.HINT_CHANNELS, height, width)
-    true_ab = ab_from_net(ab.detach().float()) / hint_rules.AB_SCALE  # CIELAB / 128
-    draws = torch.rand(batch).tolist()
+    patches = sampled_hint_patches(batch, height, width)
+    return torch.cat([l, painted_hints(ab.detach(), patches).to(l.dtype)], dim=1)
+
+
+class HintPatches(NamedTuple):
+    """Square patches of training hints, MAX_TRAINING_POINTS slots per image, each (b, slots):
+    `active` marks the slots in use (a slot paints over the ones before it), `side`, `top` and
+    `left` place them (unused slots hold valid places too)."""
+
+    active: torch.Tensor
+    side: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+
+
+def sampled_hint_patches(batch: int, height: int, width: int) -> HintPatches:
+    """Draw the patches of a batch at once, from torch's global generator (seeded by train, saved
+    in its checkpoints): one draw per kind for the whole batch, not a Python loop per patch."""
+    slots = hint_rules.MAX_TRAINING_POINTS
+    hinted = torch.rand(batch) >= hint_rules.NO_HINT_SHARE
+    # A geometric count of patches (failures before the first success, plus one), by inversion.
     success = 1.0 / hint_rules.MEAN_TRAINING_POINTS
-    for image, draw in enumerate(draws):
-        if draw < hint_rules.NO_HINT_SHARE:
-            continue
-        count = min(int(torch.distributions.Geometric(torch.tensor(success)).sample()) + 1, hint_rules.MAX_TRAINING_POINTS)
-        for _ in range(count):
-            side = int(torch.randint(1, hint_rules.MAX_TRAINING_PATCH + 1, ()))
-            top, left = int(torch.randint(0, height - side + 1, ())), int(torch.randint(0, width - side + 1, ()))
-            rows, cols = slice(top, top + side), slice(left, left + side)
-            channels[image, :2, rows, cols] = true_ab[image, :, rows, cols].mean(dim=(1, 2))[:, None, None]
-            channels[image, 2, rows, cols] = 1.0
-    return torch.cat([l, channels], dim=1)
+    failures = torch.floor(torch.log1p(-torch.rand(batch)) / math.log1p(-success))
+    counts = torch.clamp(failures + 1, max=slots) * hinted
+    side = torch.randint(1, hint_rules.MAX_TRAINING_PATCH + 1, (batch, slots))
+    top = (torch.rand(batch, slots) * (height - side + 1)).long().clamp(max=height - side)
+    left = (torch.rand(batch, slots) * (width - side + 1)).long().clamp(max=width - side)
+    return HintPatches(torch.arange(slots)[None] < counts[:, None], side, top, left)
+
+
+def painted_hints(ab, patches: HintPatches):
+    """(b, 2, H, W) true ab (the network's 0..1) and the patches -> (b, HINT_CHANNELS, H, W): each
+    patch's mean true colour over its pixels (CIELAB / AB_SCALE) and the mask, a later slot
+    painting over an earlier one.
+    Vectorised over the patches' pixels (at most MAX_TRAINING_PATCH^2 each), the work of a few
+    thousand pixels, not of the images: the painter of each pixel is the highest slot covering
+    it (a scatter of maxima)."""
+    batch, _, height, width = ab.shape
+    device, slots = ab.device, patches.active.shape[1]
+    offsets = torch.arange(hint_rules.MAX_TRAINING_PATCH)
+    dy = offsets.repeat_interleave(len(offsets))
+    dx = offsets.repeat(len(offsets))
+    side = patches.side[..., None]
+    covered = patches.active[..., None] & (dy < side) & (dx < side)  # (b, slots, patch pixels)
+    image, slot, pixel = covered.nonzero(as_tuple=True)
+    rows = patches.top[image, slot] + dy[pixel]
+    cols = patches.left[image, slot] + dx[pixel]
+    image, slot, rows, cols = (index.to(device) for index in (image, slot, rows, cols))
+    patch = image * slots + slot
+    true_ab = ab_from_net(ab[image, :, rows, cols].float()) / hint_rules.AB_SCALE  # only the covered pixels
+    sums = true_ab.new_zeros(batch * slots, 2).index_add_(0, patch, true_ab)
+    means = sums / patches.side.to(device).reshape(-1, 1).float() ** 2
+    painter = torch.full((batch * height * width,), -1, dtype=torch.long, device=device)
+    where = (image * height + rows) * width + cols
+    painter.scatter_reduce_(0, where, patch, reduce="amax")
+    wins = painter[where] == patch  # each covered pixel once, by its highest slot
+    image, rows, cols, patch = image[wins], rows[wins], cols[wins], patch[wins]
+    hints = true_ab.new_zeros(batch, hint_rules.HINT_CHANNELS, height, width)
+    hints[image, :2, rows, cols] = means[patch]
+    hints[image, 2, rows, cols] = 1.0
+    return hints

@@ -1,4 +1,5 @@
-"""The training reader: shapes, ranges, deterministic shuffling, augmentation, sharding, workers."""
+"""The training reader: shapes, ranges, deterministic shuffling, augmentation, sharding, workers;
+the hints sampled for training."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from portraitcolor import hints as hint_rules
 from portraitcolor import setfile
-from portraitcolor.lab import lab8_to_net
-from portraitcolor.loader import LabBatches, loader
+from portraitcolor.lab import ab_from_net, lab8_to_net
+from portraitcolor.loader import LabBatches, loader, painted_hints, sampled_hint_patches, with_sampled_hints
 from portraitcolor.setfile import DatasetError
 from tests.conftest import portrait_stack, write_set
 
@@ -128,3 +130,63 @@ def test_bad_sets_and_requests_are_refused(tmp_path, small_set):
         LabBatches(small_set, "train", batch_size=5, world_size=2)
     with pytest.raises(DatasetError, match="unknown split"):
         LabBatches(small_set, "holdout", batch_size=1)
+
+
+# ---- hints sampled for training ----------------------------------------------------------
+
+
+def reference_hints(ab, patches):
+    """The painting rule in its plainest form: patch after patch, each filled with its mean true
+    colour (over its own pixels) and painting over the ones before it."""
+    batch, _, height, width = ab.shape
+    out = torch.zeros(batch, hint_rules.HINT_CHANNELS, height, width)
+    true_ab = ab_from_net(ab) / hint_rules.AB_SCALE
+    for image in range(batch):
+        for slot in range(patches.active.shape[1]):
+            if not patches.active[image, slot]:
+                continue
+            side, top, left = (int(v[image, slot]) for v in (patches.side, patches.top, patches.left))
+            rows, cols = slice(top, top + side), slice(left, left + side)
+            out[image, :2, rows, cols] = true_ab[image, :, rows, cols].mean(dim=(1, 2))[:, None, None]
+            out[image, 2, rows, cols] = 1.0
+    return out
+
+
+def test_painted_hints_match_patch_after_patch_painting_where_patches_overlap():
+    torch.manual_seed(3)
+    ab = torch.rand(12, 2, 12, 10)  # a small picture: many patches overlap
+    patches = sampled_hint_patches(12, 12, 10)
+    patches.active[0] = False  # one picture without hints
+    patches.active[1] = True  # one with every slot painted, most of them over others
+    painted = painted_hints(ab, patches)
+    assert torch.allclose(painted, reference_hints(ab, patches), atol=1e-6)
+    assert not painted[0].any()
+    assert set(painted[:, 2].unique().tolist()) == {0.0, 1.0}
+    unhinted = (painted[:, 2:] == 0).expand(-1, 2, -1, -1)
+    assert not painted[:, :2][unhinted].any()  # colour only where the mask says a hint is
+
+
+def test_sampled_hint_patches_follow_the_rules_of_hints_py():
+    torch.manual_seed(0)
+    patches = sampled_hint_patches(20000, 16, 12)
+    counts = patches.active.sum(dim=1).float()
+    assert abs((counts == 0).float().mean().item() - hint_rules.NO_HINT_SHARE) < 0.02
+    assert abs(counts[counts > 0].mean().item() - hint_rules.MEAN_TRAINING_POINTS) < 0.3
+    assert counts.max() <= hint_rules.MAX_TRAINING_POINTS
+    # active slots come first, so "a later slot paints over an earlier one" means drawn later
+    assert torch.equal(patches.active, torch.arange(patches.active.shape[1])[None] < counts[:, None])
+    assert set(patches.side.unique().tolist()) == set(range(1, hint_rules.MAX_TRAINING_PATCH + 1))
+    assert (patches.top >= 0).all() and (patches.top + patches.side <= 16).all()
+    assert (patches.left >= 0).all() and (patches.left + patches.side <= 12).all()
+    assert patches.top.max() == 16 - 1 and patches.left.max() == 12 - 1  # every place can be drawn
+
+
+def test_training_inputs_with_hints_keep_l_and_repeat_for_a_seed():
+    l, ab = torch.rand(8, 1, SIZE, SIZE), torch.rand(8, 2, SIZE, SIZE)
+    torch.manual_seed(5)
+    first = with_sampled_hints(l, ab)
+    torch.manual_seed(5)
+    again = with_sampled_hints(l, ab)
+    assert first.shape == (8, 1 + hint_rules.HINT_CHANNELS, SIZE, SIZE) and first.dtype == l.dtype
+    assert torch.equal(first, again)
+    assert torch.equal(first[:, :1], l)
