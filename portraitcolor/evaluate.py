@@ -251,15 +251,17 @@ def evaluate(
     with ThreadPoolExecutor(max_workers=len(models) + len(BASELINES)) as pool:
         for batch, predicted in method_outputs(target, models, mean_ab, options, engines, on_failure=failed):
             futures = {
-                method: pool.submit(_lab_metrics, predicted_lab, batch.true_lab, batch.true_rgb, device)
+                method: pool.submit(_method_figures, predicted_lab, batch.true_lab, batch.true_rgb, device)
                 for method, predicted_lab in predicted.items()
             }
+            predicted_rgb = {}
             for method, future in futures.items():
-                per_method.setdefault(method, []).append(future.result())
+                figures, predicted_rgb[method] = future.result()
+                per_method.setdefault(method, []).append(figures)
             keys.extend(batch.keys)
             sources.extend(batch.sources)
             if options.strips:
-                strips.extend(_strips(batch, predicted, models))
+                strips.extend(_strips(batch, predicted_rgb, models))
             if on_progress is not None:
                 on_progress(len(keys) + len(failures), target.count)
     if not sources:
@@ -286,15 +288,21 @@ def evaluate(
     )
 
 
-def _strips(batch: Batch, predicted: dict, models: list[ModelUnderTest]) -> list[bytes]:
+def _strips(batch: Batch, predicted_rgb: dict, models: list[ModelUnderTest]) -> list[bytes]:
     """Each image of the batch as gray | each model | truth, STRIP_TILE_HEIGHT pixels high:
     small enough to keep for every image, so that a report never runs the models again."""
-    return [jpeg_bytes(strip_of(batch, predicted, models, i)) for i in range(len(batch.keys))]
+    return [jpeg_bytes(strip_of(batch, predicted_rgb, models, i)) for i in range(len(batch.keys))]
 
 
-def strip_of(batch: Batch, predicted: dict, models: list[ModelUnderTest], i: int) -> np.ndarray:
-    """Image i of the batch as gray input | each model | truth, uint8 RGB."""
-    tiles = [lab_to_rgb(predicted[GRAY][i]), *(lab_to_rgb(predicted[m.label][i]) for m in models), batch.true_rgb[i]]
+def rgb_of(predicted: dict) -> dict:
+    """method_outputs' LAB of each method -> its RGB (0..1), what strip_of takes."""
+    return {method: lab_to_rgb(predicted_lab) for method, predicted_lab in predicted.items()}
+
+
+def strip_of(batch: Batch, predicted_rgb: dict, models: list[ModelUnderTest], i: int) -> np.ndarray:
+    """Image i of the batch as gray input | each model | truth, uint8 RGB, from each method's RGB
+    (converted once, for the metrics and the strip alike)."""
+    tiles = [predicted_rgb[GRAY][i], *(predicted_rgb[m.label][i] for m in models), batch.true_rgb[i]]
     return strip_image(tiles)
 
 
@@ -321,10 +329,11 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _lab_metrics(predicted_lab, true_lab, true_rgb, device) -> dict[str, np.ndarray]:
-    return metrics.image_metrics(
-        predicted_lab=predicted_lab, true_lab=true_lab, predicted_rgb=lab_to_rgb(predicted_lab), true_rgb=true_rgb, device=device
-    )
+def _method_figures(predicted_lab, true_lab, true_rgb, device) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One method's per-image metrics on a batch, and its RGB (kept for the report's strips)."""
+    predicted_rgb = lab_to_rgb(predicted_lab)
+    figures = metrics.image_metrics(predicted_lab=predicted_lab, true_lab=true_lab, predicted_rgb=predicted_rgb, true_rgb=true_rgb, device=device)
+    return figures, predicted_rgb
 
 
 def _size_notes(target, models, size) -> list[str]:

@@ -92,8 +92,9 @@ def render_strips(evaluation: ev.Evaluation, rows: list[int], *, targets: list[s
     wanted = {evaluation.keys[row]: row for row in rows}
     strips = {}
     for batch, predicted in ev.method_outputs(target, models, evaluation.mean_ab, options, ev.engines_for(models, options.device), only=set(wanted)):
+        predicted_rgb = ev.rgb_of(predicted)
         for i, key in enumerate(batch.keys):
-            strips[wanted[key]] = ev.strip_of(batch, predicted, models, i)
+            strips[wanted[key]] = ev.strip_of(batch, predicted_rgb, models, i)
     return strips
 
 
