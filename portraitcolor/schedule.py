@@ -81,7 +81,12 @@ def parse_schedule(spec: str, epochs: int | None = None) -> list[Phase]:
         raise ScheduleError(f"the phases of --loss {spec!r} add up to {fixed} epochs, but --epochs is {epochs}")
     left = epochs - fixed
     if open_phases and left < len(open_phases):
-        raise ScheduleError(f"--loss {spec!r} leaves {left} epochs for {len(open_phases)} phases without a count (--epochs {epochs})")
+        # Say how to get going: a first try with `--epochs 1` meets the two-phase default.
+        needed, first = fixed + len(open_phases), spec.split(",")[0].strip()
+        raise ScheduleError(
+            f"--epochs {epochs} leaves {left} epoch{'' if left == 1 else 's'} for the {len(open_phases)} phases of --loss {spec!r} "
+            f"without a count: give --epochs {needed} or more, or one phase (e.g. --loss {first.partition(':')[0]})"
+        )
     share, extra = divmod(left, len(open_phases)) if open_phases else (0, 0)
     phases = []
     for terms, count in parsed:

@@ -57,6 +57,7 @@ def test_phase_properties():
         ("mae:", None, "missing epoch count"),
         ("mae:3,ssim:3", 10, "add up to 6 epochs, but --epochs is 10"),
         ("mae:9,ssim", 9, "leaves 0 epochs"),
+        ("mae,ssim", 1, r"--epochs 1 leaves 1 epoch for the 2 phases .* give --epochs 2 or more, or one phase \(e.g. --loss mae\)"),
         ("0*mae", 3, "must be positive"),
         ("mae+mae", 3, "appears twice"),
         ("mae*0.1", 3, "cannot read"),
