@@ -1,4 +1,5 @@
-"""Training throughput on this machine: images/s of the training step and of the loader alone.
+"""Training throughput on this machine: images/s of the training step, of the loader alone and
+of the hints `train --hints` samples.
 
     python bench/train_bench.py                # width 64 (the paper's) and 16 (the default model's), size 128
     python bench/train_bench.py --steps 5 --batch-size 16
@@ -155,8 +156,8 @@ LOADER_TARGET = 10  # the loader must feed at least 10x what the fastest trainin
 
 
 def rows(*, quick: bool, scratch: Path) -> list[Row]:
-    """`python -m bench`'s rows: training images/s per width, and the loader against the fastest
-    training step. The sizes are measure()'s defaults with or without `quick` (the harness has
+    """`python -m bench`'s rows: training images/s per width, and the loader and the hint sampler
+    against the fastest training step. The sizes are measure()'s defaults with or without `quick` (the harness has
     always run them so), and measure() writes its loader set in a temporary folder of its own."""
     figures = measure()
     threads = figures["threads"]

@@ -108,12 +108,21 @@ def test_train_rows_set_the_loader_against_the_fastest_training_step(monkeypatch
     figures = {"device": "cpu", "threads": 2,
                "training": [{**step, "width": 64, "images_per_s": 1.0}, {**step, "width": 16, "images_per_s": 4.0}],
                "loader": [{"batch_size": 64, "workers": 0, "in_memory": False, "images_per_s": 100.0},
-                          {"batch_size": 64, "workers": 0, "in_memory": True, "images_per_s": 20.0}]}
+                          {"batch_size": 64, "workers": 0, "in_memory": True, "images_per_s": 20.0}],
+               "hints": {"size": 128, "batch_size": 32, "device": "cpu", "images_per_s": 200.0}}
     monkeypatch.setattr(train_bench, "measure", lambda: figures)
     rows = train_bench.rows(quick=True, scratch=tmp_path)
-    assert [row.value for row in rows] == [1.0, 4.0, 100.0, 20.0]
-    assert [(row.ceiling, row.ratio, row.met) for row in rows[2:]] == [(4.0, 25.0, True), (4.0, 5.0, False)]
+    assert [row.value for row in rows] == [1.0, 4.0, 100.0, 20.0, 200.0]
+    assert [(row.ceiling, row.ratio, row.met) for row in rows[2:]] == [(4.0, 25.0, True), (4.0, 5.0, False), (4.0, 50.0, True)]
     assert "w16" in rows[2].ceiling_label and all(row.details is figures for row in rows)
+    assert "hints" in rows[4].figure and "batches of 32 @128" in rows[4].figure
+
+
+def test_hint_sampling_is_measured_on_real_batches():
+    from bench import train_bench
+
+    figures = train_bench.measure_hint_sampling(size=16, batch_size=4, batches=2)
+    assert figures["batch_size"] == 4 and figures["size"] == 16 and figures["images_per_s"] > 0
 
 
 def test_evaluate_rows_set_the_evaluation_against_its_inference_alone(monkeypatch, tmp_path):
