@@ -178,18 +178,16 @@ def _srgb8_of_linear_step() -> np.ndarray:
 
 
 def _lab_to_srgb8_numpy(lab: np.ndarray) -> np.ndarray:
-    flat = lab.reshape(-1, 3)
-    out = np.empty(flat.shape, np.uint8)
-    for start in range(0, flat.shape[0], _BLOCK_PIXELS):
-        linear = _lab_to_linear_in_gamut_block(flat[start : start + _BLOCK_PIXELS])
-        steps = np.clip(linear * _LINEAR_STEPS + 0.5, 0, _LINEAR_STEPS).astype(np.uint16)
-        out[start : start + _BLOCK_PIXELS] = _srgb8_of_linear_step()[steps]
-    return out.reshape(lab.shape)
+    def convert(block: np.ndarray) -> np.ndarray:
+        linear = _lab_to_linear_in_gamut_block(block)
+        return _srgb8_of_linear_step()[np.clip(linear * _LINEAR_STEPS + 0.5, 0, _LINEAR_STEPS).astype(np.uint16)]
+
+    return _blockwise(lab, convert, dtype=np.uint8)
 
 
-def _blockwise(values: np.ndarray, convert) -> np.ndarray:
+def _blockwise(values: np.ndarray, convert, *, dtype=np.float32) -> np.ndarray:
     flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, 3)
-    out = np.empty_like(flat)
+    out = np.empty(flat.shape, dtype)
     for start in range(0, flat.shape[0], _BLOCK_PIXELS):
         out[start : start + _BLOCK_PIXELS] = convert(flat[start : start + _BLOCK_PIXELS])
     return out.reshape(values.shape)

@@ -183,11 +183,11 @@ def validation_metrics(model, val_loader, device, precision) -> dict:
             prediction = prediction.float()
             gray = torch.full_like(ab, NEUTRAL_AB)
             for prefix, guess in (("", prediction), ("gray_", gray)):
-                for name, per_image in _PER_IMAGE.items():
-                    sums[prefix + name] += float(per_image(guess, ab).sum())
-                sums[prefix + "ssim"] += float(ssim(guess, ab).sum())
-                mse = _mse_per_image(guess, ab)
-                sums[prefix + "psnr"] += float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).sum())
+                terms = {name: per_image(guess, ab) for name, per_image in _PER_IMAGE.items()}
+                terms["ssim"] = ssim(guess, ab)
+                terms["psnr"] = 10 * torch.log10(1.0 / terms["mse"].clamp_min(1e-10))  # from the MSE above
+                for name, values in terms.items():
+                    sums[prefix + name] += float(values.sum())
             count += len(ab)
     model.train()
     return {f"val_{key}": value / count for key, value in sums.items()}
