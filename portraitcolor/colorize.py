@@ -111,19 +111,26 @@ def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | N
 
     Folder inputs mirror their relative layout under output_dir; files go to
     output_dir/NAME; without output_dir a result goes beside its input as <stem>_color<ext>.
-    Every output is distinct: an input whose output another input already claimed fails.
+    Every output is distinct and no input: a job whose output is an input of the run, or
+    another input's output, fails.
     """
     return _distinct_outputs(_planned(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=stdin_bytes))
 
 
 def _distinct_outputs(planned: Iterable[Job | Result]) -> Iterator[Job | Result]:
-    """Refuse a second job for one output file: it would silently replace the first result
-    (`colorize a/face.png b/face.png -O out`)."""
+    """Refuse a job whose output is an input of the run (`colorize a.jpg a_color.jpg` would
+    replace the second photo with the first one's result) or another job's output (it would
+    silently replace that result: `colorize a/face.png b/face.png -O out`). The whole plan is
+    known first: a later input must be protected from an earlier job's output too."""
+    planned = list(planned)
+    inputs = {file_identity(item.source): item.label for item in planned if isinstance(item, Job) and item.source is not None}
     claimed: dict[str, str] = {}
     for item in planned:
         if isinstance(item, Job) and item.output is not None:
             key = file_identity(item.output)
-            if key in claimed:
+            if key in inputs:
+                item = Result(item, ok=False, error=f"output {item.output} is the input {inputs[key]}: it would be replaced")
+            elif key in claimed:
                 item = Result(item, ok=False, error=f"output {item.output} is already the output of {claimed[key]} (give the inputs distinct names, or -O with their folders)")
             else:
                 claimed[key] = item.label
@@ -240,8 +247,6 @@ def _check_output(job: Job, *, overwrite: bool, skip_existing: bool) -> Result |
         if skip_existing:
             return Result(job, ok=True, skipped=True)
         return Result(job, ok=False, error=f"output {job.output} exists (use --overwrite or --skip-existing)")
-    if job.source is not None and os.path.realpath(job.output) == os.path.realpath(job.source):
-        return Result(job, ok=False, error="output would replace the input")
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -68,6 +68,30 @@ def test_two_inputs_with_one_output_name_never_share_a_result(tmp_path, tiny_mod
     assert both.returncode == 1 and both.stdout.decode().split() == [str(out / "face.png")]
 
 
+def test_an_output_never_replaces_an_input_of_the_run(tmp_path, tiny_model_file):
+    """Not even with --overwrite: a.jpg's default output a_color.jpg is here a photo of its own
+    (given, listed, or reached through a hard link), and -O onto the inputs' own folder names
+    the inputs themselves."""
+    folder = tmp_path / "f"
+    photo = write_portrait(folder / "a.jpg", 40, 40, seed=1, gray=True)
+    other = write_portrait(folder / "a_color.jpg", 40, 40, seed=2, gray=True)
+    os.link(other, folder / "linked.jpg")
+    precious = other.read_bytes()
+    cases = [
+        ([str(photo), str(other)], [f"output {other} is the input {other}: it would be replaced"]),
+        ([str(photo), str(folder / "linked.jpg")], [f"output {other} is the input {folder / 'linked.jpg'}: it would be replaced"]),
+        ([str(photo), str(other), "-O", str(folder)], [f"output {folder / name} is the input {folder / name}: it would be replaced" for name in ("a.jpg", "a_color.jpg")]),
+    ]
+    for args, reasons in cases:
+        result = run_cli("colorize", *args, "--overwrite", "-m", str(tiny_model_file))
+        errors = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 1 and len(errors) == len(reasons), (args, errors)
+        assert all(reason in line for reason, line in zip(reasons, errors)), errors
+        assert other.read_bytes() == precious and photo.exists()
+    # The photo named like a result was itself coloured, beside it, in the first two runs.
+    assert (folder / "a_color_color.jpg").exists() and (folder / "linked_color.jpg").exists()
+
+
 def test_stdin_to_stdout_pipeline(tmp_path, tiny_model_file):
     source = write_portrait(tmp_path / "in.png", 40, 100, gray=True)
     result = run_cli("colorize", "-", "-o", "-", "-m", str(tiny_model_file), input=source.read_bytes(), check=True)
