@@ -100,9 +100,11 @@ def _name_limit(folder: Path) -> int:
 
 
 def walk_folder(folder: Path, *, recursive: bool) -> Iterator[Path]:
-    """Image files in a folder, sorted; earlier results (*_color.*) are not taken as inputs."""
+    """Image files in a folder, sorted; earlier results (*_color.* that colorize wrote) are not
+    taken as inputs. A photo of the user's that only shares the name is an input like any
+    other, so that no result can replace it (see _distinct_outputs)."""
     for path in image_files(folder, recursive=recursive):
-        if not path.stem.endswith(OUTPUT_TAG):
+        if not (path.stem.endswith(OUTPUT_TAG) and images.written_by_portraitcolor(path)):
             yield path
 
 

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import __version__
 from .config import DEFAULT_MAX_PIXELS
 from .errors import PortraitcolorError, first_line
 from .lab import lightness_of_8bit, rgb_to_l
@@ -370,11 +371,44 @@ def _save_metadata(file_format: str, *, exif: bytes | None, dpi) -> dict:
     metadata = {}
     if srgb_icc() and file_format in _FORMATS_WITH_ICC:
         metadata["icc_profile"] = srgb_icc()
-    if exif and file_format in _FORMATS_WITH_EXIF:
-        metadata["exif"] = exif
+    if file_format in _FORMATS_WITH_EXIF:
+        metadata["exif"] = _signed_exif(exif)
     if dpi and file_format in _FORMATS_WITH_DPI:
         metadata["dpi"] = dpi
     return metadata
+
+
+# EXIF's Software tag: the program that wrote the file. colorize's results name it, so that a
+# later run over their folder knows them from photos that only share their name (see
+# written_by_portraitcolor).
+_SOFTWARE = 0x0131
+SOFTWARE_NAME = "portraitcolor"
+
+
+def _signed_exif(exif: bytes | None) -> bytes:
+    """The EXIF an output carries (the input's, or none) with portraitcolor as its Software."""
+    signed = Image.Exif()
+    if exif:
+        signed.load(exif)
+    signed[_SOFTWARE] = f"{SOFTWARE_NAME} {__version__}"
+    return signed.tobytes()
+
+
+def written_by_portraitcolor(path: str | os.PathLike) -> bool:
+    """Whether an image file is a result colorize wrote: its EXIF names portraitcolor as the
+    Software. Without any Software tag, the sRGB profile colorize embeds also tells (results of
+    versions before the tag, or whose EXIF had to be left out). A format that holds no EXIF
+    cannot tell, and counts as one (its name decides); a file that cannot be read does not."""
+    try:
+        with Image.open(path) as image:
+            if image.format not in _FORMATS_WITH_EXIF:
+                return True
+            software = image.getexif().get(_SOFTWARE)
+            if software is not None:
+                return str(software).startswith(SOFTWARE_NAME)
+            return bool(srgb_icc()) and image.info.get("icc_profile") == srgb_icc()
+    except Exception:  # noqa: BLE001 - any unreadable file is a photo of the user's, never ours
+        return False
 
 
 def _rewind(target) -> None:

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,38 @@ def test_an_output_never_replaces_an_input_of_the_run(tmp_path, tiny_model_file)
         assert other.read_bytes() == precious and photo.exists()
     # The photo named like a result was itself coloured, beside it, in the first two runs.
     assert (folder / "a_color_color.jpg").exists() and (folder / "linked_color.jpg").exists()
+
+
+def test_a_later_run_tells_its_own_results_from_photos_named_like_them(tmp_path, tiny_model_file):
+    """The results of one run, in every format, are not inputs of the next (the real writer and
+    the real folder walk); a photo of the user's named like a result is, and stays untouched."""
+    folder = tmp_path / "f"
+    for i, name in enumerate(["a.jpg", "b.png", "c.tiff", "d.webp", "e.gif"]):
+        write_portrait(folder / name, 40, 40, seed=i, gray=True)
+    first = run_cli("colorize", str(folder), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert len(first) == 5 and all(Path(p).stem.endswith("_color") for p in first)
+    again = run_cli("colorize", str(folder), "--overwrite", "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert again == first and not list(folder.glob("*_color_color*"))
+
+    mine = write_portrait(folder / "mine.jpg", 40, 40, seed=7, gray=True)
+    coloured_by_hand = write_portrait(folder / "mine_color.jpg", 40, 40, seed=8)
+    precious = coloured_by_hand.read_bytes()
+    result = run_cli("colorize", str(folder), "--overwrite", "-m", str(tiny_model_file))
+    errors = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and errors == [f"portraitcolor: {mine}: output {coloured_by_hand} is the input {coloured_by_hand}: it would be replaced"]
+    assert coloured_by_hand.read_bytes() == precious and (folder / "mine_color_color.jpg").exists()
+
+
+def test_results_of_older_versions_and_other_programs_are_told_apart(tmp_path):
+    older = write_portrait(tmp_path / "older_color.jpg", 20, 20, icc_profile=images.srgb_icc())  # the profile, no Software tag
+    exif = Image.Exif()
+    exif[0x0131] = "GIMP 2.10.38"
+    edited = write_portrait(tmp_path / "edited_color.jpg", 20, 20, icc_profile=images.srgb_icc(), exif=exif.tobytes())
+    plain = write_portrait(tmp_path / "plain_color.png", 20, 20)
+    broken = tmp_path / "broken_color.jpg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    assert images.written_by_portraitcolor(older)
+    assert not any(images.written_by_portraitcolor(p) for p in (edited, plain, broken))
 
 
 def test_stdin_to_stdout_pipeline(tmp_path, tiny_model_file):
