@@ -56,6 +56,7 @@ class Result:
     height: int = 0
     seconds: float = 0.0
     image_bytes: bytes | None = None  # for `-o -`
+    warning: str | None = None  # for a result that holds less than its input (one frame of several)
 
     @property
     def output(self) -> str | None:
@@ -192,6 +193,7 @@ class _Decoded:
     error: str | None = None
     exif: bytes | None = None  # the input's, to carry on to the output (see images.Picture)
     dpi: tuple[float, float] | None = None
+    frames: int = 1
 
 
 def _decode(job: Job, *, max_pixels: int) -> _Decoded:
@@ -200,7 +202,7 @@ def _decode(job: Job, *, max_pixels: int) -> _Decoded:
         picture = images.read_lightness(job.data if job.source is None else job.source, max_pixels=max_pixels)
     except images.ImageReadError as error:
         return _Decoded(job, error=str(error), started=started)
-    return _Decoded(job, picture.l, picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi)
+    return _Decoded(job, picture.l, picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi, frames=picture.frames)
 
 
 def _output_format(job: Job, decoded: _Decoded) -> str:
@@ -231,7 +233,11 @@ def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> 
         return Result(job, ok=False, error=f"cannot write output: {error}")
     height, width = decoded.l_full.shape
     seconds = time.perf_counter() - decoded.started
-    return Result(job, ok=True, width=width, height=height, seconds=seconds, image_bytes=payload)
+    return Result(job, ok=True, width=width, height=height, seconds=seconds, image_bytes=payload, warning=_frames_warning(decoded.frames))
+
+
+def _frames_warning(frames: int) -> str | None:
+    return f"it holds {frames} frames or pages: only the first is coloured" if frames > 1 else None
 
 
 def _precheck(job: Job, *, overwrite: bool, skip_existing: bool) -> Result | None:

@@ -46,7 +46,8 @@ class Picture:
     `format` is Pillow's name of the file format it came from (JPEG, PNG, ...), if known.
     `exif` (EXIF bytes, orientation already reset to 1 and the file layout tags left out) and
     `dpi` are what an output written from this picture should carry on; the pixels are
-    always sRGB, whatever profile the file embedded.
+    always sRGB, whatever profile the file embedded. `frames`: how many frames or pages the
+    file holds (an animated GIF, a multi-page TIFF); the picture is the first.
     """
 
     rgb: np.ndarray
@@ -54,6 +55,7 @@ class Picture:
     format: str | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    frames: int = 1
 
     @property
     def height(self) -> int:
@@ -74,6 +76,7 @@ class Lightness:
     format: str | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    frames: int = 1
 
 
 def read_image(
@@ -167,7 +170,18 @@ def _carried_metadata(image: Image.Image, tiff_orientation: int | None) -> dict:
         "format": image.format,
         "exif": _carried_exif(image),
         "dpi": _carried_dpi(image, tiff_orientation or _orientation(image)),
+        "frames": _frame_count(image),
     }
+
+
+def _frame_count(image: Image.Image) -> int:
+    """Frames of an animation or pages of a document (1 for a still image)."""
+    if image.format == "MPO":  # a camera JPEG's second picture is its preview or a stereo pair's other eye
+        return 1
+    try:
+        return max(1, int(getattr(image, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - a damaged later frame must not cost the first one
+        return 1
 
 
 def _check_path_readable(path: Path) -> None:

@@ -159,12 +159,16 @@ def report_colorize(results, *, json_output: bool) -> int:
                 continue
             if result.skipped:
                 console.print(f"portraitcolor: {result.job.label}: skipped, {result.output} exists", markup=False, soft_wrap=True)
-            elif result.image_bytes is not None:
+            elif result.warning:
+                console.print(f"portraitcolor: {result.job.label}: {result.warning}", markup=False, soft_wrap=True)
+            if result.image_bytes is not None:
                 sys.stdout.buffer.write(result.image_bytes)
                 sys.stdout.buffer.flush()
                 continue
             if json_output:
                 record = {"input": result.job.label, "output": result.output, "width": result.width, "height": result.height, "seconds": round(result.seconds, 4), "skipped": result.skipped}
+                if result.warning:
+                    record["warning"] = result.warning
                 print(json.dumps(record), flush=True)
             elif not result.skipped:
                 echo_path(result.output)

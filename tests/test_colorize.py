@@ -125,6 +125,28 @@ def test_results_of_older_versions_and_other_programs_are_told_apart(tmp_path):
     assert not any(images.written_by_portraitcolor(p) for p in (edited, plain, broken))
 
 
+def test_a_photo_of_several_frames_says_that_only_the_first_is_coloured(tmp_path, tiny_model_file):
+    frames = [Image.fromarray(portrait_array(40, 48, seed=i, gray=True)).convert("L") for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    frames[0].save(tmp_path / "pages.tiff", save_all=True, append_images=frames[1:2])
+    colour = [Image.fromarray(portrait_array(40, 48, seed=i)) for i in range(2)]
+    colour[0].save(tmp_path / "camera.mpo", save_all=True, append_images=colour[1:])  # a JPEG with its preview
+    assert Image.open(tmp_path / "camera.mpo").format == "MPO"
+    frames[0].save(tmp_path / "still.png")
+    result = run_cli("colorize", str(tmp_path), "-O", str(tmp_path / "out"), "--json", "-m", str(tiny_model_file), check=True)
+    warnings = {json.loads(line)["input"]: json.loads(line).get("warning") for line in result.stdout.decode().splitlines()}
+    assert warnings == {
+        str(tmp_path / "anim.gif"): "it holds 3 frames or pages: only the first is coloured",
+        str(tmp_path / "camera.mpo"): None,
+        str(tmp_path / "pages.tiff"): "it holds 2 frames or pages: only the first is coloured",
+        str(tmp_path / "still.png"): None,
+    }
+    assert result.stderr.decode().splitlines() == [
+        f"portraitcolor: {tmp_path / name}: it holds {count} frames or pages: only the first is coloured" for name, count in (("anim.gif", 3), ("pages.tiff", 2))
+    ]
+    assert Image.open(tmp_path / "out" / "anim.gif").size == (48, 40)
+
+
 def test_stdin_to_stdout_pipeline(tmp_path, tiny_model_file):
     source = write_portrait(tmp_path / "in.png", 40, 100, gray=True)
     result = run_cli("colorize", "-", "-o", "-", "-m", str(tiny_model_file), input=source.read_bytes(), check=True)
