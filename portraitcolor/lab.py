@@ -304,6 +304,11 @@ def l_to_net(l: np.ndarray) -> np.ndarray:
     return l / L_MAX
 
 
+def l_from_net(l_net: np.ndarray) -> np.ndarray:
+    """The network's input range 0..1 -> L in 0..100."""
+    return l_net * L_MAX
+
+
 def ab_to_net(ab: np.ndarray) -> np.ndarray:
     """a, b in CIELAB units -> the sigmoid output range 0..1 (the training target)."""
     return (ab + AB_OFFSET) / AB_SPAN

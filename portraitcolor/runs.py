@@ -34,7 +34,7 @@ from . import device as devices
 from .atomic import atomic_output, atomic_write_text
 from .config import TrainConfig
 from .errors import PortraitcolorError, UsageError
-from .lab import ab_from_net, ab_to_net, lab_to_rgb
+from .lab import ab_from_net, ab_to_net, l_from_net, lab_to_rgb
 from .schedule import check_lr_decay
 from .store import WeightsStore, check_name, store_root
 from .weights import PACKAGED, WeightsError, load_weights_file, sha256_of
@@ -256,7 +256,7 @@ def write_sample_grid(path: Path, l: np.ndarray, prediction: np.ndarray, truth: 
     (B, 2, S, S) ab, all in network units (0..1)."""
 
     def rgb(ab_net):  # (B, 2, S, S) 0..1 -> (B, S, S, 3) uint8
-        lab = np.concatenate([l * 100.0, ab_from_net(ab_net)], axis=1)
+        lab = np.concatenate([l_from_net(l), ab_from_net(ab_net)], axis=1)
         return (lab_to_rgb(lab.transpose(0, 2, 3, 1)) * 255 + 0.5).astype(np.uint8)
 
     gray = np.full_like(truth, float(ab_to_net(0.0)))

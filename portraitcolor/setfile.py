@@ -32,6 +32,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_output
 from .errors import PortraitcolorError, first_line
+from .lab import AB_OFFSET
 
 FORMAT = "portraitcolor-lab8"
 FORMAT_VERSION = 1
@@ -161,7 +162,7 @@ def train_mean_ab(path: str | os.PathLike, *, most: int = MEAN_AB_SAMPLE_IMAGES)
             break
     if images == 0:
         return None, 0
-    a, b = (total / images - 128.0).tolist()
+    a, b = (total / images - AB_OFFSET).tolist()  # the stored a8, b8 are offset by AB_OFFSET
     return (a, b), images
 
 
