@@ -100,13 +100,25 @@ def _name_limit(folder: Path) -> int:
     return _DEFAULT_NAME_MAX
 
 
-def walk_folder(folder: Path, *, recursive: bool) -> Iterator[Path]:
-    """Image files in a folder, sorted; earlier results (*_color.* that colorize wrote) are not
-    taken as inputs. A photo of the user's that only shares the name is an input like any
-    other, so that no result can replace it (see _distinct_outputs)."""
+def walk_folder(folder: Path, *, recursive: bool, output_dir: Path | None = None) -> Iterator[Path]:
+    """Image files in a folder, sorted; earlier results are not taken as inputs: *_color.* files
+    that colorize wrote, and an output folder inside this one (`colorize photos -r -O
+    photos/colour`, run twice). A photo of the user's that only shares a result's name is an
+    input like any other, so that no result can replace it (see _distinct_outputs)."""
+    results = _subfolder(output_dir, folder) if output_dir is not None else None
     for path in image_files(folder, recursive=recursive):
+        if results is not None and _is_within(path, results):
+            continue
         if not (path.stem.endswith(OUTPUT_TAG) and images.written_by_portraitcolor(path)):
             yield path
+
+
+def _subfolder(inner: Path, folder: Path) -> Path | None:
+    """inner, if it is a folder strictly inside `folder` (-O onto the folder itself names the
+    inputs, which _distinct_outputs refuses one by one)."""
+    if os.path.realpath(inner) != os.path.realpath(folder) and _is_within(inner, folder):
+        return inner
+    return None
 
 
 def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:
@@ -148,7 +160,7 @@ def _planned(inputs: Iterable[str], *, output: str | None, output_dir: Path | No
             continue
         path = Path(text)
         if path.is_dir():
-            files = list(walk_folder(path, recursive=recursive))
+            files = list(walk_folder(path, recursive=recursive, output_dir=output_dir))
             if not files:
                 yield Result(Job(text, path, None), ok=False, error="folder holds no images" + ("" if recursive else " (use --recursive for subfolders)"))
             for file in files:

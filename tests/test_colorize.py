@@ -113,6 +113,15 @@ def test_a_later_run_tells_its_own_results_from_photos_named_like_them(tmp_path,
     assert coloured_by_hand.read_bytes() == precious and (folder / "mine_color_color.jpg").exists()
 
 
+def test_a_results_folder_inside_the_input_folder_is_not_an_input(gray_dir, tiny_model_file):
+    out = gray_dir / "colour"
+    first = run_cli("colorize", str(gray_dir), "-r", "-O", str(out), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert sorted(first) == sorted(str(out / p) for p in ("a.jpg", "b.png", "nested/c.png"))
+    for flag, listed in (("--skip-existing", []), ("--overwrite", first)):
+        again = run_cli("colorize", str(gray_dir), "-r", "-O", str(out), flag, "-m", str(tiny_model_file), check=True)
+        assert again.stdout.decode().split() == listed and not (out / "colour").exists()
+
+
 def test_results_of_older_versions_and_other_programs_are_told_apart(tmp_path):
     older = write_portrait(tmp_path / "older_color.jpg", 20, 20, icc_profile=images.srgb_icc())  # the profile, no Software tag
     exif = Image.Exif()
