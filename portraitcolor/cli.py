@@ -398,6 +398,7 @@ def evaluate(
         limit=limit,
         hints=hints,
         strips=report is not None,
+        leave_out=(str(report),) if report is not None else (),
     )
     console = stderr_console()
     if not console.is_terminal:

@@ -26,7 +26,7 @@ from .atomic import atomic_output, cut_utf8, file_identity
 from .config import ColorizeOptions
 from .hints import HintError, Hints, predict_following
 from .inference import Predictor, as_predictor, check_takes_hints, hint_batch, join_to_rgb, network_input, padded_shape, render_shape, upsample_ab
-from .inputs import image_files
+from .inputs import image_files, is_within
 
 OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Used when the file system cannot say how long a name may be (Linux and macOS: 255 bytes).
@@ -102,23 +102,12 @@ def _name_limit(folder: Path) -> int:
 
 def walk_folder(folder: Path, *, recursive: bool, output_dir: Path | None = None) -> Iterator[Path]:
     """Image files in a folder, sorted; earlier results are not taken as inputs: *_color.* files
-    that colorize wrote, and an output folder inside this one (`colorize photos -r -O
-    photos/colour`, run twice). A photo of the user's that only shares a result's name is an
-    input like any other, so that no result can replace it (see _distinct_outputs)."""
-    results = _subfolder(output_dir, folder) if output_dir is not None else None
-    for path in image_files(folder, recursive=recursive):
-        if results is not None and _is_within(path, results):
-            continue
+    that colorize wrote, and an output folder inside this one (see image_files). A photo of
+    the user's that only shares a result's name is an input like any other, so that no result
+    can replace it (see _distinct_outputs)."""
+    for path in image_files(folder, recursive=recursive, leave_out=[output_dir] if output_dir is not None else []):
         if not (path.stem.endswith(OUTPUT_TAG) and images.written_by_portraitcolor(path)):
             yield path
-
-
-def _subfolder(inner: Path, folder: Path) -> Path | None:
-    """inner, if it is a folder strictly inside `folder` (-O onto the folder itself names the
-    inputs, which _distinct_outputs refuses one by one)."""
-    if os.path.realpath(inner) != os.path.realpath(folder) and _is_within(inner, folder):
-        return inner
-    return None
 
 
 def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:
@@ -181,15 +170,9 @@ def _job_for(path: Path, relative: Path, *, output: str | None, output_dir: Path
     if target.name:  # the input's name fits its own file system, not necessarily the output folder's
         target = target.with_name(fitted_name(target.stem, "", target.suffix, folder=target.parent))
     # Names come from the file system: refuse anything that would land outside output_dir.
-    if not _is_within(target, output_dir):
+    if not is_within(target, output_dir):
         return Result(Job(label, path, None), ok=False, error=f"output {target} would escape {output_dir}")
     return Job(label, path, target)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    # realpath, unlike Path.resolve, does not raise on symlink loops.
-    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([real_path, real_folder]) == real_folder
 
 
 # ---- the pipeline ----------------------------------------------------------------

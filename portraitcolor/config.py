@@ -104,6 +104,7 @@ class EvaluateOptions:
     limit: int | None = None
     hints: int = 0  # hints per image for hint-aware models, sampled from the truth (seeded by image)
     strips: bool = False  # keep each image's strip (gray | models | truth) for a report
+    leave_out: tuple[str, ...] = ()  # folders not searched for photos: the run's own --report folder
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import UsageError
@@ -19,17 +20,30 @@ def image_suffixes() -> frozenset[str]:
     return frozenset(Image.registered_extensions())
 
 
-def image_files(folder: Path, *, recursive: bool) -> list[Path]:
+def image_files(folder: Path, *, recursive: bool, leave_out: Iterable[Path] = ()) -> list[Path]:
     """Image files in a folder by extension, sorted; hidden files (our own .part temporaries) left out.
 
     Symbolic links are listed even when broken or looping, so that the reader reports
-    them by name instead of the file silently going missing from the job.
+    them by name instead of the file silently going missing from the job. Folders in
+    `leave_out` that lie inside this one (a run's own output folder: `colorize photos -r -O
+    photos/colour`, `evaluate photos --report photos/report`) are not searched: a second run
+    would take the first one's results for inputs.
     """
     candidates = folder.rglob("*") if recursive else folder.glob("*")
     suffixes = image_suffixes()
+    outputs = [real for real in map(os.path.realpath, leave_out) if real != os.path.realpath(folder) and is_within(real, folder)]
     return sorted(
-        p for p in candidates if p.suffix.lower() in suffixes and not p.name.startswith(".") and (p.is_file() or p.is_symlink())
+        p
+        for p in candidates
+        if p.suffix.lower() in suffixes and not p.name.startswith(".") and (p.is_file() or p.is_symlink())
+        and not any(is_within(p, output) for output in outputs)
     )
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    # realpath, unlike Path.resolve, does not raise on symlink loops.
+    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real_path, real_folder]) == real_folder
 
 
 def utf8_name(name: str) -> str:

@@ -76,8 +76,8 @@ class SetTarget:
 class PhotoTarget:
     """Colour photos; each is read, centre-cropped and resized, or kept whole (full_res)."""
 
-    def __init__(self, paths: list[Path], limit: int | None) -> None:
-        self.files = _list_photos(paths)
+    def __init__(self, paths: list[Path], limit: int | None, *, leave_out: tuple[str, ...] = ()) -> None:
+        self.files = _list_photos(paths, leave_out=leave_out)
         if not self.files:
             raise EvaluateError("no images found in " + ", ".join(str(path) for path in paths))
         if limit is not None:
@@ -112,12 +112,13 @@ def _photo_batch(items: list[tuple[int, str, np.ndarray]]) -> Batch:
     return Batch([key for key, _, _ in items], [source for _, source, _ in items], rgb_to_lab(true_rgb), true_rgb)
 
 
-def _list_photos(paths: list[Path]) -> list[tuple[Path, str]]:
-    """(path, source name) of every photo: named files as given, folders searched recursively."""
+def _list_photos(paths: list[Path], *, leave_out: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
+    """(path, source name) of every photo: named files as given, folders searched recursively
+    (but not the folders in leave_out)."""
     found = []
     for path in paths:
         if path.is_dir():
-            files = image_files(path, recursive=True)
+            files = image_files(path, recursive=True, leave_out=[Path(folder) for folder in leave_out])
             found.extend((file, utf8_name(file.relative_to(path).as_posix())) for file in files)
         else:
             found.append((path, utf8_name(str(path))))  # a missing file is reported when it is read
@@ -146,4 +147,4 @@ def open_target(paths: list[Path], options: EvaluateOptions):
         if options.full_res:
             raise EvaluateError(f"{sets[0]}: --full-res applies to photos; a set holds images at its own size")
         return SetTarget(sets[0], options.split, options.limit)
-    return PhotoTarget(paths, options.limit)
+    return PhotoTarget(paths, options.limit, leave_out=options.leave_out)

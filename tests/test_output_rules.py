@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 
 from tests.conftest import run_cli, write_portrait
@@ -90,3 +92,14 @@ def test_prepare_report_replaces_only_its_own_set_report(tmp_path):
     # The set's own report is brought up to date by --append.
     appended = run_cli("prepare", str(more), "-o", str(tmp_path / "s.h5"), "--size", "32", "--append", "--report", str(report))
     assert appended.returncode == 0, appended.stderr
+
+
+def test_a_report_folder_inside_the_photos_is_not_evaluated_on_the_next_run(tmp_path, tiny_model_file):
+    photos = _photos(tmp_path / "photos", 4)
+    report = photos / "report"
+    counts = []
+    for extra in ([], ["--overwrite"]):
+        result = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(report), "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        counts.append(json.loads(result.stdout)["images"])
+    assert list((report / "images").iterdir()) and counts == [4, 4]
