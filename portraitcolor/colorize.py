@@ -26,9 +26,8 @@ from .atomic import atomic_output, cut_utf8, file_identity
 from .config import ColorizeOptions
 from .hints import HintError, Hints, predict_following
 from .inference import Predictor, as_predictor, check_takes_hints, hint_batch, join_to_rgb, network_input, padded_shape, render_shape, upsample_ab
-from .inputs import image_files, is_within
+from .inputs import OUTPUT_TAG, image_files, is_within
 
-OUTPUT_TAG = "_color"  # default output name: <stem>_color<ext> beside the input
 # Used when the file system cannot say how long a name may be (Linux and macOS: 255 bytes).
 _DEFAULT_NAME_MAX = 255
 
@@ -100,16 +99,6 @@ def _name_limit(folder: Path) -> int:
     return _DEFAULT_NAME_MAX
 
 
-def walk_folder(folder: Path, *, recursive: bool, output_dir: Path | None = None) -> Iterator[Path]:
-    """Image files in a folder, sorted; earlier results are not taken as inputs: *_color.* files
-    that colorize wrote, and an output folder inside this one (see image_files). A photo of
-    the user's that only shares a result's name is an input like any other, so that no result
-    can replace it (see _distinct_outputs)."""
-    for path in image_files(folder, recursive=recursive, leave_out=[output_dir] if output_dir is not None else []):
-        if not (path.stem.endswith(OUTPUT_TAG) and images.written_by_portraitcolor(path)):
-            yield path
-
-
 def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:
     """Turn the command line's inputs into Jobs (or failed Results for inputs that cannot be planned).
 
@@ -149,7 +138,8 @@ def _planned(inputs: Iterable[str], *, output: str | None, output_dir: Path | No
             continue
         path = Path(text)
         if path.is_dir():
-            files = list(walk_folder(path, recursive=recursive, output_dir=output_dir))
+            # Without earlier results: *_color files colorize wrote, an output folder inside this one.
+            files = image_files(path, recursive=recursive, leave_out=[output_dir] if output_dir is not None else [])
             if not files:
                 yield Result(Job(text, path, None), ok=False, error="folder holds no images" + ("" if recursive else " (use --recursive for subfolders)"))
             for file in files:

@@ -20,14 +20,20 @@ def image_suffixes() -> frozenset[str]:
     return frozenset(Image.registered_extensions())
 
 
+# colorize's default output name: <stem>_color<ext> beside the input.
+OUTPUT_TAG = "_color"
+
+
 def image_files(folder: Path, *, recursive: bool, leave_out: Iterable[Path] = ()) -> list[Path]:
     """Image files in a folder by extension, sorted; hidden files (our own .part temporaries) left out.
 
     Symbolic links are listed even when broken or looping, so that the reader reports
-    them by name instead of the file silently going missing from the job. Folders in
-    `leave_out` that lie inside this one (a run's own output folder: `colorize photos -r -O
-    photos/colour`, `evaluate photos --report photos/report`) are not searched: a second run
-    would take the first one's results for inputs.
+    them by name instead of the file silently going missing from the job. colorize's earlier
+    results are no one's input (no command colours, trains on or measures them): *_color
+    files that it wrote (images.written_by_portraitcolor; a photo of the user's that only
+    shares the name is kept), and folders in `leave_out` that lie inside this one (a run's own
+    output folder: `colorize photos -r -O photos/colour`, `evaluate photos --report
+    photos/report`), which a second run would otherwise take for inputs.
     """
     candidates = folder.rglob("*") if recursive else folder.glob("*")
     suffixes = image_suffixes()
@@ -36,8 +42,16 @@ def image_files(folder: Path, *, recursive: bool, leave_out: Iterable[Path] = ()
         p
         for p in candidates
         if p.suffix.lower() in suffixes and not p.name.startswith(".") and (p.is_file() or p.is_symlink())
-        and not any(is_within(p, output) for output in outputs)
+        and not any(is_within(p, output) for output in outputs) and not _earlier_result(p)
     )
+
+
+def _earlier_result(path: Path) -> bool:
+    if not path.stem.endswith(OUTPUT_TAG):
+        return False
+    from .images import written_by_portraitcolor  # Pillow and OpenCV: not for --help
+
+    return written_by_portraitcolor(path)
 
 
 def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:

@@ -103,3 +103,14 @@ def test_a_report_folder_inside_the_photos_is_not_evaluated_on_the_next_run(tmp_
         assert result.returncode == 0, result.stderr
         counts.append(json.loads(result.stdout)["images"])
     assert list((report / "images").iterdir()) and counts == [4, 4]
+
+
+def test_no_command_takes_colorize_results_for_photos(tmp_path, tiny_model_file):
+    """The real writer, then the real folder searches of evaluate and prepare."""
+    photos = _photos(tmp_path / "photos", 3)
+    results = run_cli("colorize", str(photos), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert len(results) == 3
+    evaluated = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--json", check=True)
+    assert json.loads(evaluated.stdout)["images"] == 3
+    run_cli("prepare", str(photos), "-o", str(tmp_path / "s.h5"), "--report", str(tmp_path / "r.json"), "--crop", "center", check=True)
+    assert json.loads((tmp_path / "r.json").read_text())["seen"] == 3
