@@ -252,8 +252,8 @@ def prepare_command(
 ) -> None:
     """Turn photos into a filtered, cropped CIELAB training set (HDF5).
 
-    Unreadable, tiny, huge, blank, placeholder and grayscale images are dropped and
-    counted per reason; the table goes to stderr, the set's path to stdout.
+    Unreadable, tiny, huge, blank, placeholder and grayscale images, and results of colorize,
+    are dropped and counted per reason; the table goes to stderr, the set's path to stdout.
     """
     from .prepare import check_usage, collect_sources, prepare, write_report
 

@@ -264,8 +264,11 @@ def evaluate(
                 strips.extend(_strips(batch, predicted_rgb, models))
             if on_progress is not None:
                 on_progress(len(keys) + len(failures), target.count)
+    left_out = sorted(getattr(target, "colorized", ()))
+    if left_out:
+        notes.append(f"left out {len(left_out)} results of colorize (a model's colours are no truth to measure against): {', '.join(left_out[:3])}" + (", ..." if len(left_out) > 3 else ""))
     if not sources:
-        raise EvaluateError("none of the images could be read")
+        raise EvaluateError("none of the images could be read" if not left_out else "every photo is a result of colorize: nothing true to measure against")
     methods = {
         method: {name: np.concatenate([values[name] for values in batches]) for name in batches[0]}
         for method, batches in per_method.items()

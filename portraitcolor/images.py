@@ -47,7 +47,9 @@ class Picture:
     `exif` (EXIF bytes, orientation already reset to 1 and the file layout tags left out) and
     `dpi` are what an output written from this picture should carry on; the pixels are
     always sRGB, whatever profile the file embedded. `frames`: how many frames or pages the
-    file holds (an animated GIF, a multi-page TIFF); the picture is the first.
+    file holds (an animated GIF, a multi-page TIFF); the picture is the first. `colorized`:
+    the file is a result of colorize (its EXIF says so), whose colours are a model's guess:
+    not a photo to train on or to measure against.
     """
 
     rgb: np.ndarray
@@ -56,6 +58,7 @@ class Picture:
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     frames: int = 1
+    colorized: bool = False
 
     @property
     def height(self) -> int:
@@ -77,6 +80,7 @@ class Lightness:
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     frames: int = 1
+    colorized: bool = False
 
 
 def read_image(
@@ -171,6 +175,7 @@ def _carried_metadata(image: Image.Image, tiff_orientation: int | None) -> dict:
         "exif": _carried_exif(image),
         "dpi": _carried_dpi(image, tiff_orientation or _orientation(image)),
         "frames": _frame_count(image),
+        "colorized": _software(image).startswith(SOFTWARE_NAME),
     }
 
 
@@ -417,12 +422,20 @@ def written_by_portraitcolor(path: str | os.PathLike) -> bool:
         with Image.open(path) as image:
             if image.format not in _FORMATS_WITH_EXIF:
                 return True
-            software = image.getexif().get(_SOFTWARE)
-            if software is not None:
-                return str(software).startswith(SOFTWARE_NAME)
+            software = _software(image)
+            if software:
+                return software.startswith(SOFTWARE_NAME)
             return bool(srgb_icc()) and image.info.get("icc_profile") == srgb_icc()
     except Exception:  # noqa: BLE001 - any unreadable file is a photo of the user's, never ours
         return False
+
+
+def _software(image: Image.Image) -> str:
+    """The EXIF Software tag of an opened image ("" when it has none or its EXIF is unreadable)."""
+    try:
+        return str(image.getexif().get(_SOFTWARE) or "")
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return ""
 
 
 def _rewind(target) -> None:

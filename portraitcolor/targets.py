@@ -83,16 +83,22 @@ class PhotoTarget:
         if limit is not None:
             self.files = self.files[:limit]
         self.count = len(self.files)
+        self.colorized: set[str] = set()  # sources left out: results of colorize, not true colours
 
     def pictures(self, *, only: set[int] | None, on_failure: FailureCallback | None) -> Iterator[tuple[int, str, Picture]]:
         for key, (path, source) in enumerate(self.files):
             if only is not None and key not in only:
                 continue
             try:
-                yield key, source, read_image(path)
+                picture = read_image(path)
             except ImageReadError as error:
                 if on_failure is not None:
                     on_failure(utf8_name(str(path)), str(error))
+                continue
+            if picture.colorized:
+                self.colorized.add(source)
+                continue
+            yield key, source, picture
 
     def batches(
         self, batch_size: int, *, size: int, only: set[int] | None = None, on_failure: FailureCallback | None = None

@@ -168,6 +168,8 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
     except ImageReadError as error:
         reason = "too-large" if str(error).startswith("image is too large") else "unreadable"
         return [Dropped(reason, str(error))]
+    if picture.colorized:  # training on a model's own colours would teach its guesses back to it
+        return [Dropped("colorized", "written by portraitcolor colorize (its EXIF Software)")]
     if min(stored_width, stored_height) < options.min_size:
         return [Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")]
     height, width = picture.height, picture.width

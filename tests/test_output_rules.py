@@ -106,11 +106,17 @@ def test_a_report_folder_inside_the_photos_is_not_evaluated_on_the_next_run(tmp_
 
 
 def test_no_command_takes_colorize_results_for_photos(tmp_path, tiny_model_file):
-    """The real writer, then the real folder searches of evaluate and prepare."""
+    """The real writer, then the real readers: evaluate and prepare leave colorize's results
+    out, whether beside the photos (*_color) or in an -O folder under their own names."""
     photos = _photos(tmp_path / "photos", 3)
-    results = run_cli("colorize", str(photos), "-m", str(tiny_model_file), check=True).stdout.decode().split()
-    assert len(results) == 3
+    beside = run_cli("colorize", str(photos), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    elsewhere = run_cli("colorize", str(photos), "-O", str(photos / "colour"), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert len(beside) == len(elsewhere) == 3
     evaluated = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--json", check=True)
     assert json.loads(evaluated.stdout)["images"] == 3
+    assert "left out 3 results of colorize" in evaluated.stderr.decode()
     run_cli("prepare", str(photos), "-o", str(tmp_path / "s.h5"), "--report", str(tmp_path / "r.json"), "--crop", "center", check=True)
-    assert json.loads((tmp_path / "r.json").read_text())["seen"] == 3
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["seen"] == 6 and report["dropped"] == {"colorized": 3} and report["kept"] == 3
+    only_results = run_cli("evaluate", str(photos / "colour"), "-m", str(tiny_model_file))
+    assert only_results.returncode != 0 and b"every photo is a result of colorize" in only_results.stderr
