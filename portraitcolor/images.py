@@ -391,7 +391,7 @@ def _save_metadata(file_format: str, *, exif: bytes | None, dpi) -> dict:
     if srgb_icc() and file_format in _FORMATS_WITH_ICC:
         metadata["icc_profile"] = srgb_icc()
     if file_format in _FORMATS_WITH_EXIF:
-        metadata["exif"] = _signed_exif(exif)
+        metadata["exif"] = signed_exif(exif)
     if dpi and file_format in _FORMATS_WITH_DPI:
         metadata["dpi"] = dpi
     return metadata
@@ -404,7 +404,7 @@ _SOFTWARE = 0x0131
 SOFTWARE_NAME = "portraitcolor"
 
 
-def _signed_exif(exif: bytes | None) -> bytes:
+def signed_exif(exif: bytes | None) -> bytes:
     """The EXIF an output carries (the input's, or none) with portraitcolor as its Software."""
     signed = Image.Exif()
     if exif:

@@ -222,7 +222,8 @@ def colorize_image(image, model=None, *, render_size: int | None = None, device:
     point: "0.5,0.8=navy") or a hints.Hints, for a hint-aware model.
 
     Its info holds what a file written from it should carry: "icc_profile" (sRGB, the
-    space of its pixels), and the input's "exif" (orientation reset) and "dpi" if any;
+    space of its pixels), "exif" (the input's, orientation reset, with portraitcolor as its
+    Software, as colorize's files have) and the input's "dpi" if any;
     pass them to save(), e.g. `out.save(p, icc_profile=out.info["icc_profile"])`.
     """
     model = model if model is not None else open_predictor(device=device)
@@ -235,7 +236,7 @@ def colorize_image(image, model=None, *, render_size: int | None = None, device:
         picture = images.read_image(image)
     rgb = colorize_picture(model, picture, render_size=render_size, hints=hints)
     out = images.to_pil(np.rint(rgb * 255.0).astype(np.uint8), picture.alpha)
-    carried = {"icc_profile": images.srgb_icc(), "exif": picture.exif, "dpi": picture.dpi}
+    carried = {"icc_profile": images.srgb_icc(), "exif": images.signed_exif(picture.exif), "dpi": picture.dpi}
     out.info.update({key: value for key, value in carried.items() if value})
     return out
 

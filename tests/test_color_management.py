@@ -282,6 +282,7 @@ def test_colorize_outputs_carry_srgb_exif_dpi_and_alpha(tagged_inputs, tmp_path,
         exif = result.getexif()
         assert {tag: exif.get(tag) for tag in EXIF_TEXT} == EXIF_TEXT, suffix
         assert exif.get(0x0112, 1) == 1  # the pixels are upright; a viewer must not turn them again
+        assert exif.get(0x0131).startswith("portraitcolor ")  # Software: a later run knows its results
         if suffix != ".tif":  # Pillow's TIFF writer leaves the Exif sub-IFD out
             assert exif.get_ifd(0x8769).get(0x9003) == "1950:06:07 08:09:10"
         if suffix != ".webp":  # WebP has no resolution
@@ -309,6 +310,7 @@ def test_python_api_result_holds_the_metadata_to_save(tagged_inputs, tiny_model_
     exif = Image.Exif()
     exif.load(out.info["exif"])
     assert exif.get(270) == EXIF_TEXT[270] and exif.get(0x0112) == 1
+    assert exif.get(0x0131).startswith("portraitcolor ")  # Software: as colorize's files say
     # a PIL float image (which PNG cannot hold) is colorized too
     floats = colorize_image(Image.fromarray(CONTENT * 1.1), load_model(tiny_model_file))
     assert floats.size == (64, 24) and np.asarray(floats).mean() > 60
