@@ -495,12 +495,26 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     tolerate_closed_stdout()
     redeliver_interrupts_lost_in_finalizers()
+    status = 1  # an unexpected exception keeps its own traceback and status
     try:
         app(prog_name="portraitcolor")
     except KeyboardInterrupt:  # came after the command had handled its own: nothing is half-done
-        sys.exit(130)
+        status = 130
+    except SystemExit as done:
+        status = done.code
+    else:
+        status = 0
     finally:
         # The job is over, its outputs written or cleaned up: a Ctrl-C during the interpreter's
-        # own shutdown (torch's exit handlers) would only print a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # own shutdown (torch's exit handlers) would only print a traceback. One already on its
+        # way (a signal, or one redelivered from a finalizer) can land between these lines: it
+        # is taken here, inline, where no frame boundary lets it escape, instead of killing the
+        # process by SIGINT (exit -2) after a job that ended well.
+        while True:
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                break
+            except KeyboardInterrupt:
+                status = 130 if status == 0 else status
+    sys.exit(status)
