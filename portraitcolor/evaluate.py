@@ -30,7 +30,7 @@ from . import metrics, runs
 from .config import EvaluateOptions
 from .device import pick_device, prepare_model
 from .hints import HintError, predict_following, sample_from_truth
-from .images import Picture
+from .images import Picture, signed_exif
 from .inference import SIDE_MULTIPLE, check_takes_hints, colorize_picture, open_predictor, uses_torch
 from .inputs import utf8_name
 from .lab import l_to_net, lab_to_rgb, rgb_to_lab
@@ -266,9 +266,10 @@ def evaluate(
                 on_progress(len(keys) + len(failures), target.count)
     left_out = sorted(getattr(target, "colorized", ()))
     if left_out:
-        notes.append(f"left out {len(left_out)} results of colorize (a model's colours are no truth to measure against): {', '.join(left_out[:3])}" + (", ..." if len(left_out) > 3 else ""))
+        named = ", ".join(left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        notes.append(f"left out {len(left_out)} images written by portraitcolor (colorize results, report strips: a model's colours are no truth to measure against): {named}")
     if not sources:
-        raise EvaluateError("none of the images could be read" if not left_out else "every photo is a result of colorize: nothing true to measure against")
+        raise EvaluateError("none of the images could be read" if not left_out else "every image was written by portraitcolor (colorize results, report strips): nothing true to measure against")
     methods = {
         method: {name: np.concatenate([values[name] for values in batches]) for name in batches[0]}
         for method, batches in per_method.items()
@@ -328,7 +329,8 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
 
     buffer = io.BytesIO()
     # Full-resolution chroma (no 4:2:0 subsampling): the colours are what a report shows.
-    Image.fromarray(image).save(buffer, format="JPEG", quality=92, subsampling=0)
+    # Signed like colorize's results: a later run over a folder holding the report leaves it out.
+    Image.fromarray(image).save(buffer, format="JPEG", quality=92, subsampling=0, exif=signed_exif(None))
     return buffer.getvalue()
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # Reasons an image is dropped, in the order the filters run, with the words for humans.
 REASONS = {
     "unreadable": "unreadable, truncated or not an image",
-    "colorized": "a result of colorize (a model's colours)",
+    "colorized": "written by portraitcolor (a model's colours)",
     "too-large": "too large (decompression-bomb guard)",
     "too-small": "too small",
     "imdb-faces": "IMDB metadata: not exactly one clear face",

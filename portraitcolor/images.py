@@ -48,8 +48,8 @@ class Picture:
     `dpi` are what an output written from this picture should carry on; the pixels are
     always sRGB, whatever profile the file embedded. `frames`: how many frames or pages the
     file holds (an animated GIF, a multi-page TIFF); the picture is the first. `colorized`:
-    the file is a result of colorize (its EXIF says so), whose colours are a model's guess:
-    not a photo to train on or to measure against.
+    the file was written by portraitcolor (its EXIF says so: a colorize result, a report's
+    strip), whose colours are a model's guess: not a photo to train on or to measure against.
     """
 
     rgb: np.ndarray

@@ -127,8 +127,10 @@ def _remove_stale_images(directory: Path, *, keep: set[str]) -> None:
 def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 
+    from .images import signed_exif
+
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True, exif=signed_exif(None))  # see jpeg_bytes
     return buffer.getvalue()
 
 

@@ -83,7 +83,7 @@ class PhotoTarget:
         if limit is not None:
             self.files = self.files[:limit]
         self.count = len(self.files)
-        self.colorized: set[str] = set()  # sources left out: results of colorize, not true colours
+        self.colorized: set[str] = set()  # sources left out: written by portraitcolor, not true colours
 
     def pictures(self, *, only: set[int] | None, on_failure: FailureCallback | None) -> Iterator[tuple[int, str, Picture]]:
         for key, (path, source) in enumerate(self.files):

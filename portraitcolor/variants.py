@@ -169,7 +169,7 @@ def process_source(path: str, name: str, job: Job) -> list[Kept | Dropped]:
         reason = "too-large" if str(error).startswith("image is too large") else "unreadable"
         return [Dropped(reason, str(error))]
     if picture.colorized:  # training on a model's own colours would teach its guesses back to it
-        return [Dropped("colorized", "written by portraitcolor colorize (its EXIF Software)")]
+        return [Dropped("colorized", "written by portraitcolor (its EXIF Software): a colorize result or a report's strip")]
     if min(stored_width, stored_height) < options.min_size:
         return [Dropped("too-small", f"{stored_width}x{stored_height} is under --min-size {options.min_size}")]
     height, width = picture.height, picture.width
