@@ -34,6 +34,7 @@ from . import device as devices
 from .atomic import atomic_output, atomic_write_text
 from .config import TrainConfig
 from .errors import PortraitcolorError, UsageError
+from .images import signed_exif
 from .lab import ab_from_net, ab_to_net, l_from_net, lab_to_rgb
 from .schedule import check_lr_decay
 from .store import WeightsStore, check_name, store_root
@@ -263,7 +264,8 @@ def write_sample_grid(path: Path, l: np.ndarray, prediction: np.ndarray, truth: 
     rows = [np.concatenate(columns, axis=1) for columns in zip(rgb(gray), rgb(prediction), rgb(truth))]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:
-        Image.fromarray(np.concatenate(rows, axis=0)).save(temporary, format="PNG")
+        # Signed like colorize's results: no folder search takes a grid for a photo.
+        Image.fromarray(np.concatenate(rows, axis=0)).save(temporary, format="PNG", exif=signed_exif(None))
 
 
 # ---- resuming: the same recipe on the same set --------------------------------------------
