@@ -438,7 +438,7 @@ def colorize(
     null: bool = NULL_OPTION,
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave inputs whose output already exists."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
-    json_output: bool = typer.Option(False, "--json", help="One JSON object per result on stdout instead of paths."),
+    json_output: bool = typer.Option(False, "--json", help="One JSON object per result on stdout instead of paths: input, output, width, height, seconds, skipped, and a warning where there is one."),
     model: Optional[str] = typer.Option(None, "-m", "--model", metavar="NAME|PATH", help="Model name in the store, or a .safetensors path (default: the default model)."),
     render_size: Optional[int] = typer.Option(None, "--render-size", min=16, metavar="PIXELS", help="Short side the network sees (default: the model's training size)."),
     batch_size: int = typer.Option(COLORIZE.batch_size, "--batch-size", min=1, metavar="N", help="Images per network batch."),
