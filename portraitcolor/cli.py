@@ -454,8 +454,9 @@ def colorize(
     By default a result is written beside its input as NAME_color.EXT.
 
     Results name portraitcolor as their EXIF Software, so that a later run over their folder
-    leaves them out; a photo that only shares such a name is an input like any other. No
-    output ever replaces an input of the run, even with --overwrite.
+    (or a shell glob that lists them) leaves them out; a photo that only shares such a name is
+    an input like any other. No output ever replaces an input of the run, even with
+    --overwrite.
     """
     inputs = list(inputs or [])
     run_job(check_colorize_usage, inputs, output=output, output_dir=output_dir, files_from=files_from, skip_existing=skip_existing, overwrite=overwrite, stdout_is_terminal=sys.stdout.isatty())

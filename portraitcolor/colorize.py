@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,20 +114,38 @@ def _distinct_outputs(planned: Iterable[Job | Result]) -> Iterator[Job | Result]
     """Refuse a job whose output is an input of the run (`colorize a.jpg a_color.jpg` would
     replace the second photo with the first one's result) or another job's output (it would
     silently replace that result: `colorize a/face.png b/face.png -O out`). The whole plan is
-    known first: a later input must be protected from an earlier job's output too."""
+    known first: a later input must be protected from an earlier job's output too.
+
+    An input that is another job's output and that colorize wrote is that job's earlier
+    result (`colorize *.jpg`, run twice, lists a_color.jpg beside a.jpg): it is not coloured
+    again, and the other job treats it as any existing output (--overwrite, --skip-existing)."""
     planned = list(planned)
     inputs = {file_identity(item.source): item.label for item in planned if isinstance(item, Job) and item.source is not None}
+    results = _earlier_results(planned, inputs)
     claimed: dict[str, str] = {}
     for item in planned:
-        if isinstance(item, Job) and item.output is not None:
+        if isinstance(item, Job) and item.source is not None and file_identity(item.source) in results:
+            item = Result(replace(item, output=None), ok=True, skipped=True, warning=f"a result of {results[file_identity(item.source)]} that colorize wrote: not coloured again")
+        elif isinstance(item, Job) and item.output is not None:
             key = file_identity(item.output)
-            if key in inputs:
+            if key in inputs and key not in results:
                 item = Result(item, ok=False, error=f"output {item.output} is the input {inputs[key]}: it would be replaced")
             elif key in claimed:
                 item = Result(item, ok=False, error=f"output {item.output} is already the output of {claimed[key]} (give the inputs distinct names, or -O with their folders)")
             else:
                 claimed[key] = item.label
         yield item
+
+
+def _earlier_results(planned: list[Job | Result], inputs: dict[str, str]) -> dict[str, str]:
+    """Identity of each input that is another job's output and colorize's result -> that job."""
+    results = {}
+    for item in planned:
+        if isinstance(item, Job) and item.output is not None:
+            key = file_identity(item.output)
+            if key in inputs and inputs[key] != item.label and images.written_by_portraitcolor(item.output):
+                results[key] = item.label
+    return results
 
 
 def _planned(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:

@@ -158,7 +158,8 @@ def report_colorize(results, *, json_output: bool) -> int:
                 console.print(f"portraitcolor: {result.job.label}: {result.error}", markup=False, soft_wrap=True)
                 continue
             if result.skipped:
-                console.print(f"portraitcolor: {result.job.label}: skipped, {result.output} exists", markup=False, soft_wrap=True)
+                why = result.warning or f"skipped, {result.output} exists"
+                console.print(f"portraitcolor: {result.job.label}: {why}", markup=False, soft_wrap=True)
             elif result.warning:
                 console.print(f"portraitcolor: {result.job.label}: {result.warning}", markup=False, soft_wrap=True)
             if result.image_bytes is not None:

@@ -113,6 +113,22 @@ def test_a_later_run_tells_its_own_results_from_photos_named_like_them(tmp_path,
     assert coloured_by_hand.read_bytes() == precious and (folder / "mine_color_color.jpg").exists()
 
 
+def test_a_shell_glob_run_twice_treats_its_own_results_as_results(tmp_path, tiny_model_file):
+    """`colorize *.jpg` again lists a_color.jpg beside a.jpg: that input is colorize's result,
+    so it is not coloured again, and a.jpg's job treats it as an existing output."""
+    photo = write_portrait(tmp_path / "a.jpg", 40, 40, seed=1, gray=True)
+    result = tmp_path / "a_color.jpg"
+    run_cli("colorize", str(photo), "-m", str(tiny_model_file), check=True)
+    for flag, written in (("--skip-existing", []), ("--overwrite", [str(result)])):
+        before = result.stat().st_mtime_ns
+        again = run_cli("colorize", str(photo), str(result), flag, "-m", str(tiny_model_file), "--json", check=True)
+        records = [json.loads(line) for line in again.stdout.decode().splitlines()]
+        assert [r["output"] for r in records if not r["skipped"]] == written
+        assert records[-1] == {**records[-1], "input": str(result), "output": None, "skipped": True}
+        assert "not coloured again" in records[-1]["warning"] and not (tmp_path / "a_color_color.jpg").exists()
+        assert (result.stat().st_mtime_ns != before) == bool(written)
+
+
 def test_a_results_folder_inside_the_input_folder_is_not_an_input(gray_dir, tiny_model_file):
     out = gray_dir / "colour"
     first = run_cli("colorize", str(gray_dir), "-r", "-O", str(out), "-m", str(tiny_model_file), check=True).stdout.decode().split()
