@@ -119,33 +119,39 @@ def _distinct_outputs(planned: Iterable[Job | Result]) -> Iterator[Job | Result]
     An input that is another job's output and that colorize wrote is that job's earlier
     result (`colorize *.jpg`, run twice, lists a_color.jpg beside a.jpg): it is not coloured
     again, and the other job treats it as any existing output (--overwrite, --skip-existing)."""
-    planned = list(planned)
-    inputs = {file_identity(item.source): item.label for item in planned if isinstance(item, Job) and item.source is not None}
+    # Each job's input and output as file identities, taken once (a stat each).
+    planned = [(item, *_identities(item)) for item in planned]
+    inputs = {source: item.label for item, source, _ in planned if source is not None}
     results = _earlier_results(planned, inputs)
     claimed: dict[str, str] = {}
-    for item in planned:
-        if isinstance(item, Job) and item.source is not None and file_identity(item.source) in results:
-            item = Result(replace(item, output=None), ok=True, skipped=True, warning=f"a result of {results[file_identity(item.source)]} that colorize wrote: not coloured again")
-        elif isinstance(item, Job) and item.output is not None:
-            key = file_identity(item.output)
-            if key in inputs and key not in results:
-                item = Result(item, ok=False, error=f"output {item.output} is the input {inputs[key]}: it would be replaced")
-            elif key in claimed:
-                item = Result(item, ok=False, error=f"output {item.output} is already the output of {claimed[key]} (give the inputs distinct names, or -O with their folders)")
+    for item, source, output in planned:
+        if source in results:
+            item = Result(replace(item, output=None), ok=True, skipped=True, warning=f"a result of {results[source]} that colorize wrote: not coloured again")
+        elif output is not None:
+            if output in inputs and output not in results:
+                item = Result(item, ok=False, error=f"output {item.output} is the input {inputs[output]}: it would be replaced")
+            elif output in claimed:
+                item = Result(item, ok=False, error=f"output {item.output} is already the output of {claimed[output]} (give the inputs distinct names, or -O with their folders)")
             else:
-                claimed[key] = item.label
+                claimed[output] = item.label
         yield item
 
 
-def _earlier_results(planned: list[Job | Result], inputs: dict[str, str]) -> dict[str, str]:
+def _identities(item: Job | Result) -> tuple[str | None, str | None]:
+    """A job's (input, output) file identities; None where it has no such file."""
+    if not isinstance(item, Job):
+        return None, None
+    source = file_identity(item.source) if item.source is not None else None
+    return source, file_identity(item.output) if item.output is not None else None
+
+
+def _earlier_results(planned: list[tuple[Job | Result, str | None, str | None]], inputs: dict[str, str]) -> dict[str, str]:
     """Identity of each input that is another job's output and colorize's result -> that job."""
-    results = {}
-    for item in planned:
-        if isinstance(item, Job) and item.output is not None:
-            key = file_identity(item.output)
-            if key in inputs and inputs[key] != item.label and images.written_by_portraitcolor(item.output):
-                results[key] = item.label
-    return results
+    return {
+        output: item.label
+        for item, _, output in planned
+        if output in inputs and inputs[output] != item.label and images.written_by_portraitcolor(item.output)
+    }
 
 
 def _planned(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:

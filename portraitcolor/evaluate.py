@@ -264,7 +264,7 @@ def evaluate(
                 strips.extend(_strips(batch, predicted_rgb, models))
             if on_progress is not None:
                 on_progress(len(keys) + len(failures), target.count)
-    left_out = sorted(getattr(target, "colorized", ()))
+    left_out = sorted(target.colorized)
     if left_out:
         named = ", ".join(left_out[:3]) + (", ..." if len(left_out) > 3 else "")
         notes.append(f"left out {len(left_out)} images written by portraitcolor (colorize results, report strips: a model's colours are no truth to measure against): {named}")

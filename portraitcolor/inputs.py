@@ -37,12 +37,13 @@ def image_files(folder: Path, *, recursive: bool, leave_out: Iterable[Path] = ()
     """
     candidates = folder.rglob("*") if recursive else folder.glob("*")
     suffixes = image_suffixes()
-    outputs = [real for real in map(os.path.realpath, leave_out) if real != os.path.realpath(folder) and is_within(real, folder)]
+    real_folder = os.path.realpath(folder)
+    outputs = [real for real in map(os.path.realpath, leave_out) if real != real_folder and _real_within(real, real_folder)]
     return sorted(
         p
         for p in candidates
         if p.suffix.lower() in suffixes and not p.name.startswith(".") and (p.is_file() or p.is_symlink())
-        and not any(is_within(p, output) for output in outputs) and not _earlier_result(p)
+        and not (outputs and any(_real_within(os.path.realpath(p), output) for output in outputs)) and not _earlier_result(p)
     )
 
 
@@ -56,7 +57,10 @@ def _earlier_result(path: Path) -> bool:
 
 def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     # realpath, unlike Path.resolve, does not raise on symlink loops.
-    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    return _real_within(os.path.realpath(path), os.path.realpath(folder))
+
+
+def _real_within(real_path: str, real_folder: str) -> bool:
     return os.path.commonpath([real_path, real_folder]) == real_folder
 
 

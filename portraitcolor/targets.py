@@ -40,6 +40,8 @@ class Batch:
 class SetTarget:
     """One split of an HDF5 set: the stored LAB is the truth, as training saw it."""
 
+    colorized: frozenset[str] = frozenset()  # a set holds no files to leave out (see PhotoTarget)
+
     def __init__(self, path: Path, split: str | None, limit: int | None) -> None:
 
         self.path, self.split = path, split

@@ -157,11 +157,9 @@ def report_colorize(results, *, json_output: bool) -> int:
                 failures += 1
                 console.print(f"portraitcolor: {result.job.label}: {result.error}", markup=False, soft_wrap=True)
                 continue
-            if result.skipped:
-                why = result.warning or f"skipped, {result.output} exists"
-                console.print(f"portraitcolor: {result.job.label}: {why}", markup=False, soft_wrap=True)
-            elif result.warning:
-                console.print(f"portraitcolor: {result.job.label}: {result.warning}", markup=False, soft_wrap=True)
+            said = result.warning or (f"skipped, {result.output} exists" if result.skipped else None)
+            if said:
+                console.print(f"portraitcolor: {result.job.label}: {said}", markup=False, soft_wrap=True)
             if result.image_bytes is not None:
                 sys.stdout.buffer.write(result.image_bytes)
                 sys.stdout.buffer.flush()
