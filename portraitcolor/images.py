@@ -39,26 +39,33 @@ class ImageReadError(PortraitcolorError):
     """An input that cannot be used as an image; the message is the reason, for humans."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Picture:
-    """A decoded image: float32 sRGB in 0..1 of shape (H, W, 3) and optional alpha (H, W).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Carried:
+    """What a decoded input carries besides its pixels (a Picture and a Lightness alike).
 
-    `format` is Pillow's name of the file format it came from (JPEG, PNG, ...), if known.
-    `exif` (EXIF bytes, orientation already reset to 1 and the file layout tags left out) and
-    `dpi` are what an output written from this picture should carry on; the pixels are
-    always sRGB, whatever profile the file embedded. `frames`: how many frames or pages the
-    file holds (an animated GIF, a multi-page TIFF); the picture is the first. `colorized`:
-    the file was written by portraitcolor (its EXIF says so: a colorize result, a report's
-    strip), whose colours are a model's guess: not a photo to train on or to measure against.
+    `alpha`: (H, W) in 0..1, or None. `format`: Pillow's name of the file format it came
+    from (JPEG, PNG, ...), if known. `exif` (EXIF bytes, orientation already reset to 1 and
+    the file layout tags left out) and `dpi` are what an output written from the picture
+    should carry on. `frames`: how many frames or pages the file holds (an animated GIF, a
+    multi-page TIFF); the picture is the first. `colorized`: the file was written by
+    portraitcolor (its EXIF says so: a colorize result, a report's strip), whose colours are
+    a model's guess: not a photo to train on or to measure against.
     """
 
-    rgb: np.ndarray
     alpha: np.ndarray | None = None
     format: str | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     frames: int = 1
     colorized: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Picture(_Carried):
+    """A decoded image: float32 sRGB in 0..1 of shape (H, W, 3), the pixels always sRGB
+    whatever profile the file embedded, with the alpha and metadata of _Carried."""
+
+    rgb: np.ndarray
 
     @property
     def height(self) -> int:
@@ -70,17 +77,11 @@ class Picture:
 
 
 @dataclasses.dataclass(frozen=True)
-class Lightness:
-    """What colorize needs of an input: CIELAB L (H, W) float32 in 0..100, the alpha and the
-    metadata of a Picture (see there), without the float RGB copy (the largest array)."""
+class Lightness(_Carried):
+    """What colorize needs of an input: CIELAB L (H, W) float32 in 0..100 with the alpha and
+    metadata of _Carried, without a Picture's float RGB copy (the largest array)."""
 
     l: np.ndarray
-    alpha: np.ndarray | None = None
-    format: str | None = None
-    exif: bytes | None = None
-    dpi: tuple[float, float] | None = None
-    frames: int = 1
-    colorized: bool = False
 
 
 def read_image(
@@ -154,7 +155,7 @@ def _picture_of(image: Image.Image, tiff_orientation: int | None) -> Picture:
     keeps only Pillow's info.
     """
     rgb, alpha = to_srgb(_upright(image), embedded_profile(image), declared_peak=_declared_peak(image))
-    return Picture(rgb, alpha, **_carried_metadata(image, tiff_orientation))
+    return Picture(rgb, alpha=alpha, **_carried_metadata(image, tiff_orientation))
 
 
 def _lightness_of(image: Image.Image, tiff_orientation: int | None) -> Lightness:
@@ -166,7 +167,7 @@ def _lightness_of(image: Image.Image, tiff_orientation: int | None) -> Lightness
         l = rgb_to_l(rgb)
     else:
         l, alpha = lightness_of_8bit(eight_bit), alpha_of(upright)
-    return Lightness(l, alpha, **_carried_metadata(image, tiff_orientation))
+    return Lightness(l, alpha=alpha, **_carried_metadata(image, tiff_orientation))
 
 
 def _carried_metadata(image: Image.Image, tiff_orientation: int | None) -> dict:
