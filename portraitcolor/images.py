@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from . import __version__
 from .config import DEFAULT_MAX_PIXELS
@@ -250,9 +250,16 @@ def _reduce_while_decoding(image: Image.Image, min_side: int) -> None:
 def _upright(image: Image.Image) -> Image.Image:
     # A corrupt EXIF block must not cost the user the photo: keep it as stored.
     try:
+        image.load()  # a PNG's EXIF may follow its pixels
+        if image.getexif().get(ExifTags.Base.Orientation, 1) not in _TURNED:
+            return image  # exif_transpose would return a copy of every pixel
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
         return image
+
+
+# The EXIF orientations that turn or mirror the stored pixels.
+_TURNED = range(2, 9)
 
 
 # ---- what the file states beside its pixels -------------------------------------

@@ -33,8 +33,10 @@ from .hints import HINT_CHANNELS, HintError, Hints, as_hints, predict_following
 
 # Four halvings between the U-Net's five encoder stages: input sides must divide by this.
 SIDE_MULTIPLE = 16
-# Rows converted at a time when building the output, bounding float temporaries.
-_STRIP_ROWS = 512
+# Pixels converted at a time when building the output: the float temporaries of a strip
+# stay in the CPU's caches (a 12-megapixel photo joined 1.1-1.3x faster than in strips of
+# 512 rows, bench/) and are bounded whatever the photo's size.
+_JOIN_STRIP_PIXELS = 1 << 18
 # The network input's long side is at most this many render sizes: a 1x2000 strip would
 # otherwise become a 128x256000 input (gigabytes). Beyond it the short side is rendered
 # below the render size; the colour is upsampled to full resolution anyway.
@@ -169,11 +171,36 @@ def network_input(l_full: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     read as a background and colour as one.
     """
     height, width = shape
-    small = cv2.resize(l_full, (width, height), interpolation=cv2.INTER_AREA)
+    small = _area_resize(l_full, width, height)
     pad_bottom, pad_right = padded(height) - height, padded(width) - width
     if pad_bottom or pad_right:
         small = cv2.copyMakeBorder(small, 0, pad_bottom, 0, pad_right, cv2.BORDER_REFLECT_101)
     return lab.l_to_net(small)[None].astype(np.float32)
+
+
+def _area_resize(l_full: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An area resize of L to (width, height). A photo far larger than that whose sides
+    divide by 2 or 4 (a camera's do) is first shrunk by that whole factor, which OpenCV does
+    about 5x faster than a fractional one (a 12-megapixel photo: 6 ms instead of 28); the
+    two steps differ from one by a few tenths of an L unit at most."""
+    factor = _whole_shrink_factor(l_full.shape, (height, width))
+    if factor > 1:
+        rows, columns = l_full.shape[0] // factor, l_full.shape[1] // factor
+        l_full = cv2.resize(l_full, (columns, rows), interpolation=cv2.INTER_AREA)
+    return cv2.resize(l_full, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _whole_shrink_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """The largest power of two that divides both sides of `size` and leaves each at least
+    _PRESHRINK_MARGIN times the target's (so that the final resize still averages that many
+    pixels into each)."""
+    factor = 1
+    while all(side % (2 * factor) == 0 and side // (2 * factor) >= _PRESHRINK_MARGIN * goal for side, goal in zip(size, target)):
+        factor *= 2
+    return factor
+
+
+_PRESHRINK_MARGIN = 4
 
 
 def upsample_ab(ab_small: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -191,9 +218,12 @@ def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> n
 
     def convert(rows: slice) -> None:
         strip = cv2.merge([l_full[rows], ab_full[rows]])
-        out[rows] = lab.lab_to_srgb8(strip, picture_pixels=height * width) if as_uint8 else lab.lab_to_rgb(strip)
+        if as_uint8:
+            lab.lab_to_srgb8(strip, picture_pixels=height * width, out=out[rows])
+        else:
+            out[rows] = lab.lab_to_rgb(strip)
 
-    lab.for_each_strip(height, _STRIP_ROWS, convert)
+    lab.for_each_strip(height, lab.strip_rows(width, _JOIN_STRIP_PIXELS), convert)
     return out
 
 

@@ -153,3 +153,19 @@ def test_evaluate_measures_the_engine_colorize_uses(tmp_path, tiny_model_file):
 @pytest.mark.parametrize("shape, size, expected", [((4000, 3000), 128, (171, 128)), ((128, 128), 128, (128, 128)), ((50, 200), 64, (64, 256))])
 def test_render_shape_keeps_aspect(shape, size, expected):
     assert render_shape(*shape, size) == expected
+
+
+@pytest.mark.parametrize("height, width", [(3000, 4000), (4032, 3024), (2701, 1999), (1200, 1602), (700, 513), (128, 128)])
+def test_network_input_of_a_large_photo_is_the_area_resize(height, width):
+    """A large photo may be shrunk in two steps (a whole factor first, for speed); the
+    network must see what one area resize of the whole photo gives, to a fraction of an L
+    unit."""
+    small = portrait_array(max(64, height // 8), max(64, width // 8), seed=3)
+    grain = np.random.default_rng(3).normal(0, 4, (height, width, 1))
+    rgb = np.clip(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) + grain, 0, 255).astype(np.uint8)
+    l_full = lab.lightness_of_8bit(rgb)
+    shape = render_shape(height, width, 128)
+    direct = lab.l_to_net(cv2.resize(l_full, (shape[1], shape[0]), interpolation=cv2.INTER_AREA))
+    fed = network_input(l_full, shape)[0, : shape[0], : shape[1]]
+    difference = np.abs(fed - direct) * lab.L_MAX  # in L units
+    assert difference.max() < 0.5 and difference.mean() < 0.05
