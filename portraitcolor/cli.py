@@ -451,7 +451,9 @@ def colorize(
     """Colorize photos; output paths go to stdout, one per line.
 
     Each result keeps the input's full-resolution lightness, aspect ratio and alpha.
-    By default a result is written beside its input as NAME_color.EXT.
+    By default a result is written beside its input as NAME_color.EXT, in the input's format;
+    a GIF's result, and that of a format that cannot be written (PSD, XPM, ...), is a PNG, and
+    a HEIC photo's (read with the optional extra: pip install 'portraitcolor[heif]') a JPEG.
 
     Results name portraitcolor as their EXIF Software, so that a later run over their folder
     (or a shell glob that lists them) leaves them out; a photo that only shares such a name is

@@ -63,8 +63,10 @@ class Result:
 
 
 def default_output(path: Path) -> Path:
-    """<stem>_color<ext> beside the input, shortened when that is too long a name (see fitted_name)."""
-    return path.with_name(fitted_name(path.stem, OUTPUT_TAG, path.suffix, folder=path.parent))
+    """<stem>_color<ext> beside the input, shortened when that is too long a name (see
+    fitted_name); <ext> is the input's, or the format its result is written in
+    (images.result_suffix: photo.gif -> photo_color.png)."""
+    return path.with_name(fitted_name(path.stem, OUTPUT_TAG, images.result_suffix(path.suffix), folder=path.parent))
 
 
 def fitted_name(stem: str, tag: str, suffix: str, *, folder: Path) -> str:
@@ -177,12 +179,15 @@ def _job_for(path: Path, relative: Path, *, output: str | None, output_dir: Path
     if output == "-":
         return Job(label, path, None)
     if output is not None:
+        unwritable = images.unwritable_suffix(Path(output).suffix)
+        if unwritable:
+            return Result(Job(label, path, None), ok=False, error=f"cannot write {unwritable} files ({output}): name the output .png, .jpg, .tif or .webp")
         return Job(label, path, Path(output))
     if output_dir is None:
         return Job(label, path, default_output(path))
     target = output_dir / relative
     if target.name:  # the input's name fits its own file system, not necessarily the output folder's
-        target = target.with_name(fitted_name(target.stem, "", target.suffix, folder=target.parent))
+        target = target.with_name(fitted_name(target.stem, "", images.result_suffix(target.suffix), folder=target.parent))
     # Names come from the file system: refuse anything that would land outside output_dir.
     if not is_within(target, output_dir):
         return Result(Job(label, path, None), ok=False, error=f"output {target} would escape {output_dir}")
@@ -219,7 +224,7 @@ def _output_format(job: Job, decoded: _Decoded) -> str:
         known = images.format_of_suffix(job.output.suffix.lower())
         if known:
             return known
-    return decoded.format or "PNG"
+    return images.result_format(decoded.format)
 
 
 def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> Result:

@@ -124,6 +124,18 @@ def _read(source, *, max_pixels: int, min_side: int | None, convert=None) -> tup
     elif isinstance(source, (str, os.PathLike)):
         _check_path_readable(Path(source))
     try:
+        return _decoded(source, max_pixels=max_pixels, min_side=min_side, convert=convert)
+    except UnidentifiedImageError:
+        heif = _is_heif(source)
+        if heif and _add_heif_reader():  # then read it again, once
+            return _read(source, max_pixels=max_pixels, min_side=min_side, convert=convert)
+        if heif and "HEIF" not in Image.OPEN:
+            raise ImageReadError("a HEIF/HEIC photo: reading it needs pillow-heif (pip install 'portraitcolor[heif]')") from None
+        raise ImageReadError("not an image Pillow can read") from None
+
+
+def _decoded(source, *, max_pixels: int, min_side: int | None, convert) -> tuple[Picture | Lightness, tuple[int, int]]:
+    try:
         with Image.open(source) as image:
             stored_size = image.size
             _check_size(stored_size, max_pixels)
@@ -138,14 +150,46 @@ def _read(source, *, max_pixels: int, min_side: int | None, convert=None) -> tup
             image.load()
             _check_finite(image)
             return (convert or _picture_of)(image, tiff_orientation), stored_size
-    except ImageReadError:
+    except (ImageReadError, UnidentifiedImageError):
         raise
-    except UnidentifiedImageError:
-        raise ImageReadError("not an image Pillow can read") from None
     except Image.DecompressionBombError:
         raise ImageReadError("image is too large (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageReadError(f"corrupt or truncated image ({first_line(error)})") from None
+
+
+# ISO base media files (HEIF, HEIC, AVIF) open with an 'ftyp' box naming their brands.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+
+
+def _is_heif(source) -> bool:
+    """Whether the file is a HEIF image (an iPhone's HEIC photo): its first box is 'ftyp' with
+    a HEIF brand. A file object is read from the start and left there."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as handle:
+                head = handle.read(12)
+        else:
+            source.seek(0)
+            head = source.read(12)
+            source.seek(0)
+    except (OSError, ValueError, AttributeError):  # a stream that cannot go back
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _add_heif_reader() -> bool:
+    """Teach Pillow to read HEIF through pillow-heif (the optional extra 'heif'), once, when
+    a HEIF file is met: importing it costs every other photo nothing then. True when this
+    call added it."""
+    if "HEIF" in Image.OPEN:
+        return False
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return "HEIF" in Image.OPEN
 
 
 def _picture_of(image: Image.Image, tiff_orientation: int | None) -> Picture:
@@ -373,6 +417,40 @@ def format_of_suffix(suffix: str) -> str | None:
     Pillow; all of them (70 ms of start-up) only for a suffix those do not know."""
     Image.preinit()
     return Image.EXTENSION.get(suffix) or Image.registered_extensions().get(suffix)
+
+
+# The formats a colour result is written in when its input came in them. Any other input's
+# result is a PNG: GIF would cut it to 256 colours, and Pillow reads PSD, XPM and a dozen
+# more that it cannot write. A photo in a camera's container (MPO, HEIF) becomes a JPEG.
+RESULT_FORMATS = frozenset({"JPEG", "PNG", "TIFF", "WEBP", "BMP", "PPM", "JPEG2000", "AVIF"})
+_CAMERA_CONTAINERS = frozenset({"MPO", "HEIF"})
+HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
+
+
+def result_format(input_format: str | None) -> str:
+    """The format of the result of an input in `input_format` (Pillow's name)."""
+    if input_format in RESULT_FORMATS:
+        return input_format
+    return "JPEG" if input_format in _CAMERA_CONTAINERS else "PNG"
+
+
+def result_suffix(input_suffix: str) -> str:
+    """The suffix of the result of an input named with `input_suffix`: the same where its
+    format is kept (see RESULT_FORMATS), else .png, or .jpg for a camera's container. A suffix
+    no reader knows is kept: the input's format is then read from its content."""
+    lowered = input_suffix.lower()
+    input_format = "HEIF" if lowered in HEIF_SUFFIXES else format_of_suffix(lowered)
+    if input_format is None or input_format in RESULT_FORMATS:
+        return input_suffix
+    return ".jpg" if result_format(input_format) == "JPEG" else ".png"
+
+
+def unwritable_suffix(suffix: str) -> str | None:
+    """The format a chosen output name asks for when Pillow cannot write it (PSD, XPM, ...),
+    else None."""
+    file_format = format_of_suffix(suffix.lower())
+    Image.init()
+    return file_format if file_format is not None and file_format not in Image.SAVE else None
 
 
 def encode(image: Image.Image, file_format: str, target, *, exif: bytes | None = None, dpi=None) -> None:

@@ -14,10 +14,13 @@ from .errors import UsageError
 
 @functools.lru_cache(maxsize=1)
 def image_suffixes() -> frozenset[str]:
-    """Every file extension Pillow knows (lower case, with the dot)."""
+    """Every file extension Pillow knows (lower case, with the dot), and HEIF's: such a photo
+    is read through an optional extra, and without it gets a line saying so, not silence."""
     from PIL import Image
 
-    return frozenset(Image.registered_extensions())
+    from .images import HEIF_SUFFIXES
+
+    return frozenset(Image.registered_extensions()) | HEIF_SUFFIXES
 
 
 # colorize's default output name: <stem>_color<ext> beside the input.

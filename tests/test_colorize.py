@@ -169,7 +169,7 @@ def test_a_photo_of_several_frames_says_that_only_the_first_is_coloured(tmp_path
     assert result.stderr.decode().splitlines() == [
         f"portraitcolor: {tmp_path / name}: it holds {count} frames or pages: only the first is coloured" for name, count in (("anim.gif", 3), ("pages.tiff", 2))
     ]
-    assert Image.open(tmp_path / "out" / "anim.gif").size == (48, 40)
+    assert Image.open(tmp_path / "out" / "anim.png").size == (48, 40)  # a GIF's result is a PNG
 
 
 def test_stdin_to_stdout_pipeline(tmp_path, tiny_model_file):
@@ -264,3 +264,58 @@ def test_python_api(tmp_path, tiny_model_file):
 def test_file_list_parsing():
     assert read_file_list(b"a.jpg\nb c.png\r\n\n", nul=False) == ["a.jpg", "b c.png"]
     assert read_file_list(b"a\nb.jpg\0c.jpg\0", nul=False) == ["a\nb.jpg", "c.jpg"]
+
+
+def test_each_input_format_gets_a_result_it_can_hold(tmp_path, tiny_model_file):
+    """A result keeps its input's format where that holds a colour photo; a GIF's (256
+    colours), and a format Pillow reads but cannot write (XPM here, PSD alike), is a PNG; a
+    camera's MPO is a JPEG. An output named in such a format is refused with one line."""
+    folder = tmp_path / "in"
+    for name in ("a.jpg", "b.tiff", "c.gif", "d.bmp"):
+        write_portrait(folder / name, 40, 48, seed=len(name), gray=True)
+    colour = [Image.fromarray(portrait_array(40, 48, seed=i)) for i in range(2)]
+    colour[0].save(folder / "e.mpo", save_all=True, append_images=colour[1:])
+    (folder / "f.xpm").write_text('/* XPM */\nstatic char *f[] = {\n"4 4 2 1",\n"  c #000000",\n". c #C0C0C0",\n" .. ",\n"....",\n"....",\n" .. "\n};\n')
+    written = run_cli("colorize", str(folder), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert sorted(Path(p).name for p in written) == ["a_color.jpg", "b_color.tiff", "c_color.png", "d_color.bmp", "e_color.jpg", "f_color.png"]
+    assert {Path(p).name: Image.open(p).format for p in written} == {
+        "a_color.jpg": "JPEG", "b_color.tiff": "TIFF", "c_color.png": "PNG", "d_color.bmp": "BMP", "e_color.jpg": "JPEG", "f_color.png": "PNG",
+    }
+    mirrored = run_cli("colorize", str(folder), "-O", str(tmp_path / "out"), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert sorted(Path(p).name for p in mirrored) == ["a.jpg", "b.tiff", "c.png", "d.bmp", "e.jpg", "f.png"]
+
+    refused = run_cli("colorize", str(folder / "a.jpg"), "-o", str(tmp_path / "a.psd"), "-m", str(tiny_model_file))
+    assert refused.returncode == 1 and not (tmp_path / "a.psd").exists()
+    assert refused.stderr.decode().splitlines() == [
+        f"portraitcolor: {folder / 'a.jpg'}: cannot write PSD files ({tmp_path / 'a.psd'}): name the output .png, .jpg, .tif or .webp"
+    ]
+
+
+def _write_heic(path: Path, *, seed: int) -> Path:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(portrait_array(64, 48, seed=seed)).save(path, format="HEIF", quality=90)
+    return path
+
+
+def test_an_iphone_heic_photo_is_read_through_the_heif_extra(tmp_path, tiny_model_file):
+    """A HEIC photo (what an iPhone takes of an old print) is coloured into a JPEG when
+    pillow-heif is installed, and found in a folder; without it, one line names the photo and
+    the extra that reads it, and the other photos are still coloured."""
+    heic = _write_heic(tmp_path / "in" / "print.heic", seed=1)
+    write_portrait(tmp_path / "in" / "scan.png", 40, 40, seed=2, gray=True)
+    written = run_cli("colorize", str(tmp_path / "in"), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert sorted(Path(p).name for p in written) == ["print_color.jpg", "scan_color.png"]
+    result = Image.open(tmp_path / "in" / "print_color.jpg")
+    assert result.format == "JPEG" and result.size == (48, 64) and images.written_by_portraitcolor(tmp_path / "in" / "print_color.jpg")
+
+    without = tmp_path / "without_heif"  # pillow-heif made unimportable, as on a plain install
+    without.mkdir()
+    (without / "pillow_heif.py").write_text("raise ImportError('not installed')\n")
+    for output in (tmp_path / "in" / "print_color.jpg", tmp_path / "in" / "scan_color.png"):
+        output.unlink()
+    result = run_cli("colorize", str(tmp_path / "in"), "-m", str(tiny_model_file), env={"PYTHONPATH": f"{without}{os.pathsep}{REPO}"})
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [f"portraitcolor: {heic}: a HEIF/HEIC photo: reading it needs pillow-heif (pip install 'portraitcolor[heif]')"]
+    assert result.stdout.decode().split() == [str(tmp_path / "in" / "scan_color.png")]
