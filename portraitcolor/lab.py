@@ -142,7 +142,7 @@ def lightness_of_8bit(pixels: np.ndarray) -> np.ndarray:
     out = np.empty(pixels.shape[:2], np.float32)
 
     def convert(rows: slice) -> None:
-        y = cv2.transform(cv2.LUT(pixels[rows], linear_of_level), _RGB_TO_XYZ[1:2])
+        y = _luminance(cv2.LUT(pixels[rows], linear_of_level).reshape(-1, 3))
         _lightness_of_luminance(y.reshape(out[rows].shape), out=out[rows])
 
     for_each_strip(pixels.shape[0], strip_rows(pixels.shape[1], _CACHED_STRIP_PIXELS), convert)
