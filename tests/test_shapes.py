@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +22,40 @@ from portraitcolor.inference import MAX_RENDER_ASPECT, render_shape
 NAME_MAX = 255
 
 
+# Runs the command given after the report file and writes its peak RSS (kB) there. A child's
+# ru_maxrss counts the pages it shared with its parent between fork and exec, so the command
+# is started from this small process, never from the test process (whose size depends on the
+# tests that ran before: a 1.3 GB pytest made a colorize run "peak" at 1.3 GB).
+_PEAK_PROBE = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(*args: str, timeout: float = 120.0) -> tuple[int, bytes, bytes, float]:
     """Run `python -m portraitcolor ARGS`; return (exit code, stdout, stderr, peak RSS in MiB).
 
-    The peak is that child's own (os.wait4), so other tests' processes do not count.
-    A run past `timeout` (a FIFO that blocks) is killed and fails the test.
+    The peak is that process's own, measured from a small wrapper (see _PEAK_PROBE). A run
+    past `timeout` (a FIFO that blocks) is killed and fails the test.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([sys.executable, "-m", "portraitcolor", *args], stdin=stdin, stdout=out, stderr=err, env=env)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                pytest.fail(f"portraitcolor {' '.join(args)} still ran after {timeout} s")
-            time.sleep(0.05)
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "peak"
+        command = [sys.executable, "-c", _PEAK_PROBE, str(report), sys.executable, "-m", "portraitcolor", *args]
+        process = subprocess.Popen(command, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)  # the wrapper and the command under it
+            process.wait()
+            pytest.fail(f"portraitcolor {' '.join(args)} still ran after {timeout} s")
         out.seek(0)
         err.seek(0)
-        return process.returncode, out.read(), err.read(), usage.ru_maxrss / 1024
+        return code, out.read(), err.read(), int(report.read_text()) / 1024
 
 
 # ---- extreme aspect ratios ---------------------------------------------------------------
