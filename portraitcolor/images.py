@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import __version__
 from .config import DEFAULT_MAX_PIXELS
@@ -293,17 +293,13 @@ def _reduce_while_decoding(image: Image.Image, min_side: int) -> None:
 
 def _upright(image: Image.Image) -> Image.Image:
     # A corrupt EXIF block must not cost the user the photo: keep it as stored.
+    # An upright photo comes back as a copy. Returning the image itself saved 7.5 ms of a
+    # 12-megapixel photo in colorize, but made prepare's workers 12% slower: their next large
+    # arrays then came from fresh memory pages (glibc's allocator), not from reused ones.
     try:
-        image.load()  # a PNG's EXIF may follow its pixels
-        if image.getexif().get(ExifTags.Base.Orientation, 1) not in _TURNED:
-            return image  # exif_transpose would return a copy of every pixel
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
         return image
-
-
-# The EXIF orientations that turn or mirror the stored pixels.
-_TURNED = range(2, 9)
 
 
 # ---- what the file states beside its pixels -------------------------------------
