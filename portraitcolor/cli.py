@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 
 from . import __version__
 from .config import DEFAULT_DEVICE, DEFAULT_EPOCHS, DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_VAL, ColorizeOptions, EvaluateOptions, PrepareOptions, TrainConfig
@@ -31,8 +32,26 @@ from .terminal import (
     train_progress,
 )
 
+
+class _Commands(typer.core.TyperGroup):
+    """The top-level commands. A photo or folder given where the command belongs
+    (`portraitcolor photo.jpg`) gets the command line that colours it, not only "No such
+    command"."""
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as error:  # click's UsageError, which typer vendors in newer releases
+            if hasattr(error, "message") and args and not args[0].startswith("-") and Path(args[0]).exists():
+                import shlex
+
+                error.message = f"No such command '{args[0]}'. To colour it: {shlex.join(['portraitcolor', 'colorize', *args])}"
+            raise
+
+
 app = typer.Typer(
     name="portraitcolor",
+    cls=_Commands,
     help="Colorize grayscale portraits with a U-Net trained in CIELAB space.",
     no_args_is_help=True,
     add_completion=False,

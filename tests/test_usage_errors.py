@@ -239,3 +239,14 @@ def test_a_write_error_names_the_target_not_the_temporary(tmp_path):
             full_disk(temporary)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
     assert not leftovers(tmp_path) and not target.exists()
+
+
+def test_a_photo_where_the_command_belongs_gets_the_command_that_colours_it(tmp_path):
+    """`portraitcolor photo.jpg` (no command) is a usage error that spells out the command line
+    to run; a name that is neither a command nor a file keeps click's plain message."""
+    photo = write_portrait(tmp_path / "old photo.jpg", 40, 40, gray=True)
+    result = run_cli(str(photo), "-O", str(tmp_path / "out"))
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert f"Error: No such command '{photo}'. To colour it: portraitcolor colorize '{photo}' -O {tmp_path / 'out'}" in result.stderr.decode()
+    missing = run_cli(str(tmp_path / "missing.jpg"))
+    assert missing.returncode == 2 and f"Error: No such command '{tmp_path / 'missing.jpg'}'.\n" in missing.stderr.decode()
