@@ -401,7 +401,7 @@ def evaluate(
     report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write an HTML report (index.html, images, per-image CSV) into this folder."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="N", help="Evaluate only the first N images."),
     hints: int = typer.Option(EVALUATE.hints, "--hints", min=0, metavar="N", help="Give hint-aware models N hints per image, sampled from the true colours (seeded: the same for every model and run)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --csv file or the report in --report DIR."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --csv file or the report in --report DIR (never files a report did not write)."),
 ) -> None:
     """Measure models against the truth and the gray / mean-ab baselines: ab error, PSNR, SSIM, CIEDE2000, colourfulness."""
     import json

@@ -80,8 +80,29 @@ def check_report_dir(directory: str | os.PathLike, *, overwrite: bool = False) -
     if directory.exists() and not directory.is_dir():
         raise EvaluateError(f"{directory}: exists and is not a folder")
     earlier = [name for name in REPORT_FILES if (directory / name).exists()]
+    foreign = [name for name in earlier if not _from_a_report(directory / name)]
+    if foreign:  # a page or table of the user's, in a folder of their own: never replaced
+        raise EvaluateError(f"{directory}: its {foreign[0]} is not from a portraitcolor report and is kept; give --report a folder of its own")
     if earlier and not overwrite:
         raise EvaluateError(f"{directory}: holds an earlier report ({earlier[0]}); pass --overwrite to replace it")
+
+
+# How a report's own files begin (in every version): --overwrite replaces only those.
+_REPORT_FILE_STARTS = {"index.html": b"<title>portraitcolor evaluation", "per_image.csv": b"source,method,"}
+
+
+def _from_a_report(path: Path) -> bool:
+    """Whether a file in a report folder was written by a report. Its images/ folder is one
+    (only the report's own strips and curves in it are ever removed)."""
+    start = _REPORT_FILE_STARTS.get(path.name)
+    if start is None:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1024)
+    except OSError:  # unreadable: not known to be ours, so kept
+        return False
+    return start in head
 
 
 def write_report(

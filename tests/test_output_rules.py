@@ -46,6 +46,21 @@ def test_an_overwritten_report_keeps_no_strip_of_the_earlier_one(tmp_path, tiny_
     assert (report / "notes.txt").read_text() == "mine"
 
 
+def test_a_folder_of_the_users_own_is_never_overwritten_by_a_report(tmp_path, tiny_model_file):
+    """--report into a folder whose index.html or per_image.csv a report did not write (a web
+    page, a table of the user's) is refused even with --overwrite, and the files are kept;
+    only a report's own files are replaced."""
+    photos = _photos(tmp_path / "photos", 4)
+    for name, text in (("index.html", "<html><title>My family tree</title></html>"), ("per_image.csv", "name,born\nAda,1815\n")):
+        site = tmp_path / f"site-{name}"
+        site.mkdir()
+        (site / name).write_text(text)
+        result = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(site), "--overwrite")
+        assert result.returncode != 0 and b"Traceback" not in result.stderr
+        assert result.stderr.decode().strip().endswith(f"{site}: its {name} is not from a portraitcolor report and is kept; give --report a folder of its own")
+        assert (site / name).read_text() == text and sorted(p.name for p in site.iterdir()) == [name]
+
+
 def test_an_empty_report_folder_needs_no_overwrite(tmp_path, tiny_model_file):
     (tmp_path / "report").mkdir()
     result = run_cli("evaluate", str(_photos(tmp_path / "a", 4)), "-m", str(tiny_model_file), "--report", str(tmp_path / "report"))
