@@ -162,7 +162,12 @@ def check_run_dir(run_dir: str | None, *, overwrite: bool) -> None:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingUsageError(f"--run-dir {run_dir} is a file, not a folder")
-    if overwrite or not run_dir.is_dir():
+    if not run_dir.is_dir():
+        return
+    if overwrite:
+        foreign = _files_of_another_kind(run_dir)
+        if foreign:
+            raise TrainingUsageError(f"{run_dir / foreign[0]} is not from a portraitcolor run and is kept: give --run-dir a folder of its own")
         return
     if (run_dir / CHECKPOINT).exists():
         raise TrainingUsageError(
@@ -172,12 +177,29 @@ def check_run_dir(run_dir: str | None, *, overwrite: bool) -> None:
         raise TrainingUsageError(f"--run-dir {run_dir} is not empty: choose a new or empty folder, or pass --overwrite")
 
 
+def _files_of_another_kind(run_dir: Path) -> list[str]:
+    """The files --overwrite would remove or replace (FILES) when the folder holds no run of
+    ours: its config.json is missing or not a run's. A project folder's own checkpoint.pt or
+    config.json is never taken for a run's."""
+    present = [name for name in FILES if (run_dir / name).exists()]
+    return [] if not present or _is_run_config(run_dir / CONFIG) else present
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"data", "epochs", "loss", "width"} <= config.keys()
+
+
 def new_run_dir(*, run_dir: str | None, name: str | None, overwrite: bool) -> Path:
     """Create the run's folder (checked by check_run_dir). The default one is made with
     mkdir(exist_ok=False): two runs started in the same second get a folder each."""
     if run_dir:
         run_dir = Path(run_dir)
         if overwrite:
+            check_run_dir(str(run_dir), overwrite=True)  # again here: never another kind of file
             remove_run_files(run_dir)
         if run_dir.is_dir():
             return run_dir

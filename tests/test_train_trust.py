@@ -142,6 +142,14 @@ def test_a_run_folder_with_files_is_refused_unless_overwrite(faces, tmp_path):
     empty.mkdir()
     assert train_cli(faces, *TINY, "--epochs", "1", "--run-dir", empty).returncode == 0
 
+    project = tmp_path / "project"  # another tool's folder: its checkpoint and config are its own
+    project.mkdir()
+    (project / "checkpoint.pt").write_bytes(b"another tool's weights")
+    (project / "config.json").write_text('{"learning_rate": 0.1}')
+    line = refusal(train_cli(faces, *TINY, "--epochs", "1", "--run-dir", project, "--overwrite"), 2)
+    assert line.endswith(f"{project / 'checkpoint.pt'} is not from a portraitcolor run and is kept: give --run-dir a folder of its own")
+    assert (project / "checkpoint.pt").read_bytes() == b"another tool's weights" and sorted(p.name for p in project.iterdir()) == ["checkpoint.pt", "config.json"]
+
     result = train_cli(faces, *TINY, "--epochs", "1", "--seed", "5", "--run-dir", run, "--overwrite")
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads((run / "config.json").read_text())["seed"] == 5
