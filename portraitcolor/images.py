@@ -385,10 +385,12 @@ def _tiff_orientation(image: Image.Image) -> int | None:
 
 # ---- encoding outputs ---------------------------------------------------------
 
-_FORMATS_WITH_ALPHA = {"PNG", "WEBP", "TIFF", "GIF"}
+_FORMATS_WITH_ALPHA = {"PNG", "WEBP", "TIFF", "GIF", "AVIF"}
+# Written at quality 95: a result must not lose the input's detail (Pillow's AVIF default is 75).
+_LOSSY_FORMATS = {"JPEG", "WEBP", "AVIF"}
 # What each output format can carry on from the input (Pillow ignores the rest or fails).
-_FORMATS_WITH_ICC = {"JPEG", "PNG", "TIFF", "WEBP"}
-_FORMATS_WITH_EXIF = {"JPEG", "PNG", "TIFF", "WEBP"}
+_FORMATS_WITH_ICC = {"JPEG", "PNG", "TIFF", "WEBP", "AVIF"}
+_FORMATS_WITH_EXIF = {"JPEG", "PNG", "TIFF", "WEBP", "AVIF"}
 _FORMATS_WITH_DPI = {"JPEG", "PNG", "TIFF", "BMP"}
 
 
@@ -455,7 +457,7 @@ def encode(image: Image.Image, file_format: str, target, *, exif: bytes | None =
     resolution out of range) must not cost the user the photo: it is then left out."""
     if file_format not in _FORMATS_WITH_ALPHA and image.mode == "RGBA":
         image = image.convert("RGB")
-    options = {"quality": 95} if file_format in ("JPEG", "WEBP") else {}
+    options = {"quality": 95} if file_format in _LOSSY_FORMATS else {}
     metadata = _save_metadata(file_format, exif=exif, dpi=dpi)
     try:
         image.save(target, format=file_format, **options, **metadata)

@@ -291,6 +291,24 @@ def test_each_input_format_gets_a_result_it_can_hold(tmp_path, tiny_model_file):
     ]
 
 
+def test_an_avif_result_keeps_alpha_profile_and_signature(tmp_path, tiny_model_file):
+    """AVIF (a phone's or a browser's) holds alpha, an ICC profile and EXIF like WebP: its
+    result carries all three, and a second run over the folder knows it for a result."""
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF")
+    rgba = np.dstack([portrait_array(64, 48, seed=3, gray=True), np.full((64, 48), 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.avif")
+    written = run_cli("colorize", str(tmp_path), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert written == [str(tmp_path / "cut_color.avif")]
+    result = Image.open(written[0])
+    assert result.format == "AVIF" and result.mode == "RGBA" and result.info.get("icc_profile") == images.srgb_icc()
+    assert images.written_by_portraitcolor(written[0])
+    again = run_cli("colorize", str(tmp_path), "--overwrite", "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert again == written
+
+
 def _write_heic(path: Path, *, seed: int) -> Path:
     pillow_heif = pytest.importorskip("pillow_heif")
     pillow_heif.register_heif_opener()
