@@ -104,3 +104,24 @@ def test_strips_spread_over_threads_give_what_one_thread_gives():
 
     with pytest.raises(ValueError, match="strip 3"):
         lab.for_each_strip(700, 100, fail_on_the_third)
+
+
+def test_the_join_of_a_large_picture_is_lab_to_rgb_in_every_strip():
+    """colorize's join converts a large picture in strips written straight into the result:
+    every row of every strip (in gamut or not) is lab_to_rgb's colour to within one level,
+    on one thread or several."""
+    from portraitcolor.inference import join_to_rgb
+
+    rng = np.random.default_rng(6)
+    l_full = rng.uniform(0, 100, (700, 1600)).astype(np.float32)
+    ab_full = cv2.resize(rng.uniform(-90, 90, (7, 16, 2)).astype(np.float32), (1600, 700), interpolation=cv2.INTER_CUBIC)
+    expected = np.rint(lab.lab_to_rgb(np.dstack([l_full, ab_full])) * 255.0)
+    threaded = join_to_rgb(l_full, ab_full, as_uint8=True)
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        serial = join_to_rgb(l_full, ab_full, as_uint8=True)
+    finally:
+        cv2.setNumThreads(previous)
+    np.testing.assert_array_equal(threaded, serial)
+    assert np.abs(threaded.astype(np.float32) - expected).max() <= 1
