@@ -16,6 +16,7 @@ import io
 import math
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -116,7 +117,7 @@ def read_image_reduced(
     return _read(source, max_pixels=max_pixels, min_side=min_side)
 
 
-def _read(source, *, max_pixels: int, min_side: int | None, convert=None) -> tuple[Picture | Lightness, tuple[int, int]]:
+def _read(source, *, max_pixels: int, min_side: int | None, convert=None, again: bool = False) -> tuple[Picture | Lightness, tuple[int, int]]:
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageReadError("empty input (0 bytes)")
@@ -127,8 +128,8 @@ def _read(source, *, max_pixels: int, min_side: int | None, convert=None) -> tup
         return _decoded(source, max_pixels=max_pixels, min_side=min_side, convert=convert)
     except UnidentifiedImageError:
         heif = _is_heif(source)
-        if heif and _add_heif_reader():  # then read it again, once
-            return _read(source, max_pixels=max_pixels, min_side=min_side, convert=convert)
+        if heif and not again and _heif_reader():  # read once more, with the HEIF reader
+            return _read(source, max_pixels=max_pixels, min_side=min_side, convert=convert, again=True)
         if heif and "HEIF" not in Image.OPEN:
             raise ImageReadError("a HEIF/HEIC photo: reading it needs pillow-heif (pip install 'portraitcolor[heif]')") from None
         raise ImageReadError("not an image Pillow can read") from None
@@ -178,18 +179,21 @@ def _is_heif(source) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
-def _add_heif_reader() -> bool:
-    """Teach Pillow to read HEIF through pillow-heif (the optional extra 'heif'), once, when
-    a HEIF file is met: importing it costs every other photo nothing then. True when this
-    call added it."""
-    if "HEIF" in Image.OPEN:
-        return False
-    try:
-        import pillow_heif
-    except ImportError:
-        return False
-    pillow_heif.register_heif_opener()
-    return "HEIF" in Image.OPEN
+def _heif_reader() -> bool:
+    """Whether Pillow reads HEIF, teaching it through pillow-heif (the optional extra 'heif')
+    the first time a HEIF file is met: importing it costs every other photo nothing. colorize
+    decodes in several threads: one registers it, the others find it registered."""
+    with _HEIF_LOCK:
+        if "HEIF" not in Image.OPEN:
+            try:
+                import pillow_heif
+            except ImportError:
+                return False
+            pillow_heif.register_heif_opener()
+        return "HEIF" in Image.OPEN
+
+
+_HEIF_LOCK = threading.Lock()
 
 
 def _picture_of(image: Image.Image, tiff_orientation: int | None) -> Picture:

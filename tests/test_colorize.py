@@ -322,18 +322,21 @@ def test_an_iphone_heic_photo_is_read_through_the_heif_extra(tmp_path, tiny_mode
     pillow-heif is installed, and found in a folder; without it, one line names the photo and
     the extra that reads it, and the other photos are still coloured."""
     heic = _write_heic(tmp_path / "in" / "print.heic", seed=1)
+    second = _write_heic(tmp_path / "in" / "print2.heic", seed=4)  # decoded beside the first: one registers the reader
     write_portrait(tmp_path / "in" / "scan.png", 40, 40, seed=2, gray=True)
     written = run_cli("colorize", str(tmp_path / "in"), "-m", str(tiny_model_file), check=True).stdout.decode().split()
-    assert sorted(Path(p).name for p in written) == ["print_color.jpg", "scan_color.png"]
+    assert sorted(Path(p).name for p in written) == ["print2_color.jpg", "print_color.jpg", "scan_color.png"]
     result = Image.open(tmp_path / "in" / "print_color.jpg")
     assert result.format == "JPEG" and result.size == (48, 64) and images.written_by_portraitcolor(tmp_path / "in" / "print_color.jpg")
 
     without = tmp_path / "without_heif"  # pillow-heif made unimportable, as on a plain install
     without.mkdir()
     (without / "pillow_heif.py").write_text("raise ImportError('not installed')\n")
-    for output in (tmp_path / "in" / "print_color.jpg", tmp_path / "in" / "scan_color.png"):
-        output.unlink()
+    for output in written:
+        Path(output).unlink()
     result = run_cli("colorize", str(tmp_path / "in"), "-m", str(tiny_model_file), env={"PYTHONPATH": f"{without}{os.pathsep}{REPO}"})
     assert result.returncode == 1
-    assert result.stderr.decode().splitlines() == [f"portraitcolor: {heic}: a HEIF/HEIC photo: reading it needs pillow-heif (pip install 'portraitcolor[heif]')"]
+    assert result.stderr.decode().splitlines() == [
+        f"portraitcolor: {photo}: a HEIF/HEIC photo: reading it needs pillow-heif (pip install 'portraitcolor[heif]')" for photo in (heic, second)
+    ]
     assert result.stdout.decode().split() == [str(tmp_path / "in" / "scan_color.png")]
