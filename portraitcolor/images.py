@@ -16,6 +16,7 @@ import io
 import math
 import os
 import stat
+import struct
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -400,10 +401,26 @@ _FORMATS_WITH_DPI = {"JPEG", "PNG", "TIFF", "BMP"}
 
 @functools.lru_cache(maxsize=1)
 def srgb_icc() -> bytes:
-    """The sRGB ICC profile that outputs carry, so that no viewer has to guess their space."""
+    """The sRGB ICC profile that outputs carry, so that no viewer has to guess their space.
+
+    LittleCMS stamps each profile with the time it was made; this one carries a fixed date,
+    so that every result holds the same bytes (the same photo gives the same file)."""
     if ImageCms is None:
         return b""
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    made = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return made[:_ICC_DATE.start] + _FIXED_ICC_DATE + made[_ICC_DATE.stop :]
+
+
+# An ICC header's creation date and time (six big-endian 16-bit numbers at bytes 24-35).
+_ICC_DATE = slice(24, 36)
+_FIXED_ICC_DATE = struct.pack(">6H", 2025, 1, 1, 0, 0, 0)
+
+
+def is_srgb_icc(profile: bytes | None) -> bool:
+    """Whether a profile is the one colorize embeds, whenever it was made (results of earlier
+    versions carry the time of their run in its header)."""
+    ours = srgb_icc()
+    return bool(ours and profile) and len(profile) == len(ours) and profile[: _ICC_DATE.start] == ours[: _ICC_DATE.start] and profile[_ICC_DATE.stop :] == ours[_ICC_DATE.stop :]
 
 
 def to_pil(rgb8: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
@@ -513,7 +530,7 @@ def written_by_portraitcolor(path: str | os.PathLike) -> bool:
             software = _software(image)
             if software:
                 return software.startswith(SOFTWARE_NAME)
-            return bool(srgb_icc()) and image.info.get("icc_profile") == srgb_icc()
+            return is_srgb_icc(image.info.get("icc_profile"))
     except Exception:  # noqa: BLE001 - any unreadable file is a photo of the user's, never ours
         return False
 
