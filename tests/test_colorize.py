@@ -346,3 +346,15 @@ def test_an_iphone_heic_photo_is_read_through_the_heif_extra(tmp_path, tiny_mode
         f"portraitcolor: {photo}: a HEIF/HEIC photo: reading it needs pillow-heif (pip install 'portraitcolor[heif]')" for photo in (heic, second)
     ]
     assert result.stdout.decode().split() == [str(tmp_path / "in" / "scan_color.png")]
+
+
+def test_the_same_photo_gives_the_same_file(tmp_path, tiny_model_file):
+    """Two runs a second apart write byte-identical results (nothing in a result carries the
+    time it was made: the embedded profile's header once did)."""
+    import time
+
+    photo = write_portrait(tmp_path / "a.jpg", 40, 48, seed=2, gray=True)
+    run_cli("colorize", str(photo), "-o", str(tmp_path / "first.jpg"), "-m", str(tiny_model_file), check=True)
+    time.sleep(1.1)  # the profile's header counted seconds
+    run_cli("colorize", str(photo), "-o", str(tmp_path / "second.jpg"), "-m", str(tiny_model_file), check=True)
+    assert (tmp_path / "first.jpg").read_bytes() == (tmp_path / "second.jpg").read_bytes()
