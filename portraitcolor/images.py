@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import __version__
 from .config import DEFAULT_MAX_PIXELS
 from .errors import PortraitcolorError, first_line
+from .inputs import HEIF_SUFFIXES
 from .lab import lightness_of_8bit, rgb_to_l
 from .pixels import alpha_of, eight_bit_pixels, embedded_profile, to_srgb
 
@@ -443,7 +444,6 @@ def format_of_suffix(suffix: str) -> str | None:
 # more that it cannot write. A photo in a camera's container (MPO, HEIF) becomes a JPEG.
 RESULT_FORMATS = frozenset({"JPEG", "PNG", "TIFF", "WEBP", "BMP", "PPM", "JPEG2000", "AVIF"})
 _CAMERA_CONTAINERS = frozenset({"MPO", "HEIF"})
-HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
 
 
 def result_format(input_format: str | None) -> str:
@@ -468,8 +468,10 @@ def unwritable_suffix(suffix: str) -> str | None:
     """The format a chosen output name asks for when Pillow cannot write it (PSD, XPM, ...),
     else None."""
     file_format = format_of_suffix(suffix.lower())
-    Image.init()
-    return file_format if file_format is not None and file_format not in Image.SAVE else None
+    if file_format is None or file_format in Image.SAVE:  # the common formats' writers come with Pillow
+        return None
+    Image.init()  # every plugin (30-55 ms): only for a format those do not write
+    return None if file_format in Image.SAVE else file_format
 
 
 def encode(image: Image.Image, file_format: str, target, *, exif: bytes | None = None, dpi=None) -> None:

@@ -18,9 +18,11 @@ def image_suffixes() -> frozenset[str]:
     is read through an optional extra, and without it gets a line saying so, not silence."""
     from PIL import Image
 
-    from .images import HEIF_SUFFIXES
-
     return frozenset(Image.registered_extensions()) | HEIF_SUFFIXES
+
+
+# HEIF's extensions (an iPhone's .heic): Pillow reads them only with pillow-heif (images.py).
+HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
 
 
 # colorize's default output name: <stem>_color<ext> beside the input.

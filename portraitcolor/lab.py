@@ -142,8 +142,9 @@ def lightness_of_8bit(pixels: np.ndarray) -> np.ndarray:
     out = np.empty(pixels.shape[:2], np.float32)
 
     def convert(rows: slice) -> None:
+        strip = out[rows]
         y = _luminance(cv2.LUT(pixels[rows], linear_of_level).reshape(-1, 3))
-        _lightness_of_luminance(y.reshape(out[rows].shape), out=out[rows])
+        _lightness_of_luminance(y.reshape(strip.shape), out=strip)
 
     for_each_strip(pixels.shape[0], strip_rows(pixels.shape[1], _CACHED_STRIP_PIXELS), convert)
     return out
@@ -177,10 +178,11 @@ def lab_to_srgb8(lab: np.ndarray, *, picture_pixels: int | None = None, out: np.
     out: a contiguous uint8 (H, W, 3) array to write into (a strip of the whole result)."""
     lab = np.ascontiguousarray(lab, dtype=np.float32)
     pixels = picture_pixels or lab.shape[0] * lab.shape[1]
-    if out is None:
-        out = np.empty(lab.shape, np.uint8)
     if not _opencv_tables_built.is_set() and pixels <= COLD_START_PIXELS:
-        out[...] = _lab_to_srgb8_numpy(lab)
+        converted = _lab_to_srgb8_numpy(lab)
+        if out is None:
+            return converted
+        out[...] = converted
         return out
     rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
     _opencv_tables_built.set()

@@ -199,7 +199,6 @@ def new_run_dir(*, run_dir: str | None, name: str | None, overwrite: bool) -> Pa
     if run_dir:
         run_dir = Path(run_dir)
         if overwrite:
-            check_run_dir(str(run_dir), overwrite=True)  # again here: never another kind of file
             remove_run_files(run_dir)
         if run_dir.is_dir():
             return run_dir

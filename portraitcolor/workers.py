@@ -27,7 +27,6 @@ def _worker_setup(options: PrepareOptions) -> None:
     import cv2
     from PIL import Image
 
-    _keep_freed_memory()
     # One OpenCV thread per process: the parallelism is the processes.
     cv2.setNumThreads(1)
     # Our own --max-pixels check replaces Pillow's (it would refuse above 2x its default
@@ -70,6 +69,7 @@ def _worker_ignore_signals() -> None:
 def _worker_init(options: PrepareOptions) -> None:
     _worker_ignore_signals()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)  # held by the parent while forking us
+    _keep_freed_memory()  # a worker process's own allocator; never the caller's (--workers 1, the API)
     _worker_setup(options)
 
 
