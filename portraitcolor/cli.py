@@ -323,7 +323,7 @@ def train_command(
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network (faster on GPUs after a warm-up)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop when the last phase has not improved for N epochs."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: a new folder runs/NAME-or-time in the store). An existing one must be empty, unless --overwrite."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in a --run-dir that holds files: the files of an earlier run there are replaced (never another tool's checkpoint.pt or config.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in a --run-dir that holds files: the files of an earlier run there are replaced (never another tool's checkpoint.pt, config.json or sample pictures)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (its directory or name) with its own set and recipe; recipe options given beside it must match the run's."),
     name: Optional[str] = typer.Option(None, "--name", help="Store the best weights under this model name (default: the run's name, made unique in the store). A name already in the store is refused unless --replace."),
     replace: bool = typer.Option(False, "--replace", help="Let --name replace a model of that name in the store."),

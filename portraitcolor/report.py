@@ -14,15 +14,16 @@ import io
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import metrics, runs
 from .atomic import atomic_output, atomic_write_bytes, atomic_write_text, output_clash
 from .errors import UsageError
 from .evaluate import BASELINES, Evaluation
+from .images import signed_exif, written_by_portraitcolor
 from .targets import EvaluateError
 
 CASES_PER_GROUP = 3
@@ -81,7 +82,8 @@ def check_report_dir(directory: str | os.PathLike, *, overwrite: bool = False) -
         raise EvaluateError(f"{directory}: exists and is not a folder")
     earlier = [name for name in REPORT_FILES if (directory / name).exists()]
     foreign = [name for name in earlier if not _from_a_report(directory / name)]
-    if foreign:  # a page or table of the user's, in a folder of their own: never replaced
+    foreign += [f"images/{path.name}" for path in _report_images(directory) if not written_by_portraitcolor(path)]
+    if foreign:  # a page, table or picture of the user's, in a folder of their own: never replaced
         raise EvaluateError(f"{directory}: its {foreign[0]} is not from a portraitcolor report and is kept; give --report a folder of its own")
     if earlier and not overwrite:
         raise EvaluateError(f"{directory}: holds an earlier report ({earlier[0]}); pass --overwrite to replace it")
@@ -138,18 +140,20 @@ def write_report(
     return directory / "index.html"
 
 
+def _report_images(directory: Path) -> list[Path]:
+    """The files in a report folder's images/ named as a report names its pictures."""
+    return sorted(path for pattern in _REPORT_IMAGES for path in (directory / "images").glob(pattern))
+
+
 def _remove_stale_images(directory: Path, *, keep: set[str]) -> None:
-    for pattern in _REPORT_IMAGES:
-        for path in (directory / "images").glob(pattern):
-            if f"images/{path.name}" not in keep:
-                path.unlink(missing_ok=True)
+    # Only pictures a report wrote (signed): one of the user's that merely shares such a name
+    # (an input folder used as the report's images/) is never removed.
+    for path in _report_images(directory):
+        if f"images/{path.name}" not in keep and written_by_portraitcolor(path):
+            path.unlink(missing_ok=True)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    from .images import signed_exif
-
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=True, exif=signed_exif(None))  # see jpeg_bytes
     return buffer.getvalue()
@@ -161,8 +165,14 @@ def _copy_loss_curves(models: list[dict], directory: Path) -> dict[str, str]:
         source = runs.loss_curve_of(m["training"])
         if source is not None:
             name = f"images/loss-curves-{number}.png"
+            try:
+                with Image.open(source) as curve:
+                    curve.load()
+            except (OSError, SyntaxError, ValueError):  # a damaged run folder costs the page its curve only
+                continue
             with atomic_output(directory / name) as temporary:
-                shutil.copyfile(source, temporary)
+                # Signed like the strips: only pictures a report wrote are ever replaced or removed.
+                curve.save(temporary, format="PNG", exif=signed_exif(None))
             copied[m["label"]] = name
     return copied
 

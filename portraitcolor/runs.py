@@ -34,7 +34,7 @@ from . import device as devices
 from .atomic import atomic_output, atomic_write_text
 from .config import TrainConfig
 from .errors import PortraitcolorError, UsageError
-from .images import signed_exif
+from .images import signed_exif, written_by_portraitcolor
 from .lab import ab_from_net, ab_to_net, l_from_net, lab_to_rgb
 from .schedule import check_lr_decay
 from .store import WeightsStore, check_name, store_root
@@ -178,11 +178,17 @@ def check_run_dir(run_dir: str | None, *, overwrite: bool) -> None:
 
 
 def _files_of_another_kind(run_dir: Path) -> list[str]:
-    """The files --overwrite would remove or replace (FILES) when the folder holds no run of
-    ours: its config.json is missing or not a run's. A project folder's own checkpoint.pt or
-    config.json is never taken for a run's."""
+    """The files --overwrite would remove or replace that are not a run's: FILES when the
+    folder holds no run of ours (its config.json is missing or not a run's: a project
+    folder's own checkpoint.pt or config.json is never taken for a run's), and any
+    samples/epoch-*.png a run did not write (another tool's samples, named alike)."""
     present = [name for name in FILES if (run_dir / name).exists()]
-    return [] if not present or _is_run_config(run_dir / CONFIG) else present
+    foreign = [] if not present or _is_run_config(run_dir / CONFIG) else present
+    return foreign + [f"{SAMPLES}/{path.name}" for path in _sample_grids(run_dir) if not written_by_portraitcolor(path)]
+
+
+def _sample_grids(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / SAMPLES).glob("epoch-*.png"))
 
 
 def _is_run_config(path: Path) -> bool:
@@ -224,8 +230,9 @@ def remove_run_files(run_dir: Path) -> None:
     samples of epochs this run will not reach) is taken for this run's. Other files stay."""
     for name in FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for sample in (run_dir / SAMPLES).glob("epoch-*.png"):
-        sample.unlink()
+    for sample in _sample_grids(run_dir):
+        if written_by_portraitcolor(sample):  # signed: a run's own grid (check_run_dir refused others)
+            sample.unlink(missing_ok=True)
 
 
 def find_run(spec: str) -> Path:
@@ -269,7 +276,8 @@ def plot_loss_curves(path: Path, records: list, phases) -> None:
         axis.legend()
     figure.tight_layout()
     with atomic_output(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
+        # Signed like the sample grids (matplotlib hands pil_kwargs to Pillow's PNG writer).
+        figure.savefig(temporary, format="png", dpi=100, pil_kwargs={"exif": signed_exif(None)})
     plt.close(figure)
 
 

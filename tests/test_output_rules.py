@@ -6,7 +6,8 @@ import json
 
 import h5py
 
-from tests.conftest import run_cli, write_portrait
+from portraitcolor import images
+from tests.conftest import portrait_stack, run_cli, write_portrait, write_set
 
 
 def _photos(folder, count, *, seed=0):
@@ -59,6 +60,37 @@ def test_a_folder_of_the_users_own_is_never_overwritten_by_a_report(tmp_path, ti
         assert result.returncode != 0 and b"Traceback" not in result.stderr
         assert result.stderr.decode().strip().endswith(f"{site}: its {name} is not from a portraitcolor report and is kept; give --report a folder of its own")
         assert (site / name).read_text() == text and sorted(p.name for p in site.iterdir()) == [name]
+
+
+def test_a_report_never_removes_or_replaces_a_picture_it_did_not_write(tmp_path, tiny_model_file):
+    """A photo of the user's named like a report's strip, in the folder that becomes the
+    report's images/ (here the input folder itself), is refused with or without --overwrite
+    and kept; it used to be removed as an earlier report's strip, or written over."""
+    photos = tmp_path / "album"
+    _photos(photos / "images", 3)
+    mine = write_portrait(photos / "images" / "strip-000001.jpg", seed=9)
+    kept = mine.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        result = run_cli("evaluate", str(photos / "images"), "-m", str(tiny_model_file), "--report", str(photos), *extra)
+        assert result.returncode != 0 and b"Traceback" not in result.stderr
+        assert result.stderr.decode().strip().endswith(f"{photos}: its images/strip-000001.jpg is not from a portraitcolor report and is kept; give --report a folder of its own")
+        assert mine.read_bytes() == kept and sorted(p.name for p in photos.iterdir()) == ["images"]
+
+
+def test_a_reports_own_pictures_are_replaced_with_overwrite(tmp_path):
+    """The real producers and consumer: a model trained by `train` (its run draws a loss
+    curve), a report of it, then a second report over the first with --overwrite. Every
+    picture the report wrote is signed as portraitcolor's, so the second run replaces them."""
+    faces = write_set(tmp_path / "faces.h5", portrait_stack(12, 16), ["val" if i % 4 == 0 else "train" for i in range(12)])
+    trained = run_cli("train", str(faces), "--epochs", "1", "--width", "2", "--batch-size", "3", "--loss", "mae", "--device", "cpu", "--name", "tiny", env={"OMP_NUM_THREADS": "1"})
+    assert trained.returncode == 0, trained.stderr
+    report = tmp_path / "report"
+    for photos, extra in ((_photos(tmp_path / "a", 6), []), (_photos(tmp_path / "b", 2, seed=40), ["--overwrite"])):
+        result = run_cli("evaluate", str(photos), "-m", "tiny", "--report", str(report), *extra)
+        assert result.returncode == 0, result.stderr
+    pictures = sorted(p.name for p in (report / "images").iterdir())
+    assert "loss-curves-1.png" in pictures and len(pictures) == 3  # the curve and the 2 photos' strips
+    assert all(images.written_by_portraitcolor(report / "images" / name) for name in pictures)
 
 
 def test_an_empty_report_folder_needs_no_overwrite(tmp_path, tiny_model_file):

@@ -26,7 +26,7 @@ from portraitcolor.events import StepDone
 from portraitcolor.runs import CHECKPOINT
 from portraitcolor.store import WeightsStore
 from portraitcolor.train import TrainingInterrupted, train
-from tests.conftest import REPO, portrait_stack, run_cli, write_set
+from tests.conftest import REPO, portrait_stack, run_cli, write_portrait, write_set
 
 # 9 train and 3 val images of 16x16, 3 steps an epoch: a run takes a few seconds on a CPU.
 TINY = ("--width", "2", "--batch-size", "3", "--loss", "mae", "--device", "cpu")
@@ -149,6 +149,13 @@ def test_a_run_folder_with_files_is_refused_unless_overwrite(faces, tmp_path):
     line = refusal(train_cli(faces, *TINY, "--epochs", "1", "--run-dir", project, "--overwrite"), 2)
     assert line.endswith(f"{project / 'checkpoint.pt'} is not from a portraitcolor run and is kept: give --run-dir a folder of its own")
     assert (project / "checkpoint.pt").read_bytes() == b"another tool's weights" and sorted(p.name for p in project.iterdir()) == ["checkpoint.pt", "config.json"]
+
+    gan = tmp_path / "gan"  # another tool's run: its sample pictures are named as a run names its grids
+    theirs = write_portrait(gan / "samples" / "epoch-001.png")
+    sample = theirs.read_bytes()
+    line = refusal(train_cli(faces, *TINY, "--epochs", "1", "--run-dir", gan, "--overwrite"), 2)
+    assert line.endswith(f"{theirs} is not from a portraitcolor run and is kept: give --run-dir a folder of its own")
+    assert theirs.read_bytes() == sample and [p.name for p in gan.iterdir()] == ["samples"]
 
     result = train_cli(faces, *TINY, "--epochs", "1", "--seed", "5", "--run-dir", run, "--overwrite")
     assert result.returncode == 0, result.stderr.decode()
