@@ -269,10 +269,14 @@ def tolerate_closed_stdout() -> None:
 
 
 def describe_record(record: dict) -> str:
-    """One line for the end of an epoch."""
+    """One line for the end of an epoch. The validation figures are measured on the a and b
+    channels, and the MAE is given in CIELAB units, as evaluate gives it (the record keeps it
+    in the network's units, where the loss is)."""
+    from .lab import AB_SPAN  # here: --help must not import OpenCV
+
     return (
-        f"epoch {record['epoch']} [{record['phase_name']}] train {record['train_loss']:.4f} val {record['val_loss']:.4f}"
-        f" | ab MAE {record['val_mae']:.4f} SSIM {record['val_ssim']:.4f} PSNR {record['val_psnr']:.2f} dB"
-        f" (gray {record['val_gray_mae']:.4f} / {record['val_gray_ssim']:.4f} / {record['val_gray_psnr']:.2f} dB)"
+        f"epoch {record['epoch']} [{record['phase_name']}] loss train {record['train_loss']:.4f} val {record['val_loss']:.4f}"
+        f" | val ab: MAE {record['val_mae'] * AB_SPAN:.2f} SSIM {record['val_ssim']:.3f} PSNR {record['val_psnr']:.2f} dB"
+        f" (gray {record['val_gray_mae'] * AB_SPAN:.2f} / {record['val_gray_ssim']:.3f} / {record['val_gray_psnr']:.2f} dB)"
         f" | {record['images_per_s']:.1f} img/s"
     )

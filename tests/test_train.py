@@ -21,7 +21,7 @@ from portraitcolor.runs import CHECKPOINT, TrainingError
 from portraitcolor.schedule import LOSS_NAMES
 from portraitcolor.store import WeightsStore, resolve_model
 from portraitcolor.train import TrainingInterrupted, train
-from tests.conftest import REPO, portrait_array, portrait_stack, write_set
+from tests.conftest import REPO, portrait_array, portrait_stack, run_cli, write_set
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -66,8 +66,19 @@ def test_a_tiny_model_learns_a_tiny_set(tmp_path):
     from portraitcolor.images import read_image
 
     assert read_image(grids[-1]).colorized  # signed: no folder search takes a grid for a photo
+    assert read_image(run / "loss_curve.png").colorized
     config = json.loads((run / "config.json").read_text())
     assert config["width"] == 8 and config["phases"][0]["name"] == "mae"
+
+
+def test_each_epochs_line_gives_the_mae_in_cielab_units(tiny_set, tmp_path):
+    """The real CLI's line against the run's own record: evaluate's units (CIELAB), not the
+    loss's 0..1, so that the two commands' figures compare."""
+    result = run_cli("train", str(tiny_set), "--epochs", "1", "--width", "2", "--batch-size", "6", "--loss", "mae", "--run-dir", str(tmp_path / "run"), env={"OMP_NUM_THREADS": "1"}, check=True)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    line = next(text for text in result.stderr.decode().splitlines() if text.startswith("epoch 1 "))
+    assert f"val ab: MAE {record['val_mae'] * 255:.2f} SSIM {record['val_ssim']:.3f}" in line
+    assert f"(gray {record['val_gray_mae'] * 255:.2f} / " in line
 
 
 def test_best_weights_go_into_the_store_and_load_for_colorize(tiny_set, tmp_path):
