@@ -199,7 +199,7 @@ def models_export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at the destination."),
 ) -> None:
     """Copy a model out of the store as a .safetensors file, or as ONNX (NAME.onnx) for other
-    runtimes (an existing file only with --overwrite)."""
+    runtimes (an existing file only with --overwrite; never onto the store's own files)."""
     from .store import WeightsStore
 
     typer.echo(str(run_job(WeightsStore().export, name, destination, overwrite=overwrite)))

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_output, atomic_write_text
+from .atomic import atomic_output, atomic_write_text, file_identity
+from .inputs import is_within
 from .weights import (
     BUILTIN_NAME,
     PACKAGED,
@@ -294,6 +295,7 @@ class WeightsStore:
         destination = Path(destination)
         if destination.is_dir():
             destination = destination / f"{name}.safetensors"
+        self._refuse_inside(destination)
         if (destination.exists() or destination.is_symlink()) and not overwrite:
             raise WeightsError(f"{destination} exists (pass --overwrite to replace it)")
         if destination.suffix.lower() == ".onnx":
@@ -306,6 +308,16 @@ class WeightsStore:
         with atomic_output(destination) as temporary:
             temporary.write_bytes(data)
         return destination
+
+    def _refuse_inside(self, destination: Path) -> None:
+        """An export never lands on the files portraitcolor keeps its models in (the store's
+        models folder and index, the packaged models): `models export a
+        STORE/models/b.safetensors --overwrite` replaced model b's weights behind the index's back."""
+        for folder in (self.models_dir, *{path.parent for path in PACKAGED.values()}):
+            if is_within(destination, folder):
+                raise WeightsError(f"{destination} is inside {folder}, where portraitcolor keeps its models: export to a path outside it")
+        if file_identity(destination) == file_identity(self.index_path):
+            raise WeightsError(f"{destination} is the model store's index: export to another path")
 
     def onnx_form(self, spec: str | None) -> OnnxForm | None:
         """The ONNX form of a stored model (None: the default), made now for a model stored

@@ -149,6 +149,26 @@ def test_export_never_overwrites_without_asking(tmp_path, tiny_model_file):
     assert precious.read_bytes() == tiny_model_file.read_bytes()
 
 
+def test_export_never_lands_on_the_stores_own_files(tmp_path, tiny_model_file, isolated_store):
+    """Through the CLI: another model's file in the store (named, through a link to the
+    folder, or as the folder), the index and the packaged models' folder are refused with
+    --overwrite, and every stored model still loads; a path beside the store is fine."""
+    WeightsStore().add_file(tiny_model_file, "tiny")
+    torch.manual_seed(1)
+    WeightsStore().add_file(save_weights(UNet(UNetConfig(width=2, size=32)), tmp_path / "other.safetensors"), "other")
+    models = isolated_store / "models"
+    before = {path.name: path.read_bytes() for path in [*models.iterdir(), isolated_store / "index.json"]}
+    (tmp_path / "link").symlink_to(models)
+    packaged = Path(portraitcolor.model.__file__).parent / "data"
+    for destination in (models / "other.safetensors", models / "other.onnx", tmp_path / "link" / "other.safetensors", models, isolated_store / "index.json", packaged / "default.safetensors"):
+        refused = run_cli("models", "export", "tiny", str(destination), "--overwrite")
+        assert refused.returncode == 1 and b"Traceback" not in refused.stderr, refused.stderr
+        assert b"where portraitcolor keeps its models" in refused.stderr or b"the model store's index" in refused.stderr
+    assert before == {path.name: path.read_bytes() for path in [*models.iterdir(), isolated_store / "index.json"]}
+    assert WeightsStore().load("other").config.width == 2
+    assert run_cli("models", "export", "tiny", str(isolated_store / "tiny.safetensors")).returncode == 0
+
+
 # ---- weights that load but cannot work --------------------------------------------
 
 
