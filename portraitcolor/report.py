@@ -58,7 +58,8 @@ def pick_cases(evaluation: Evaluation, *, per_group: int = CASES_PER_GROUP, seed
 def check_outputs(*, csv_path: str | os.PathLike | None, report_dir: str | os.PathLike | None, overwrite: bool = False, inputs: list = ()) -> None:
     """Refuse the files asked for (a CSV, a report folder) that cannot be written, or would
     replace an input or each other, before any time is spent evaluating."""
-    clash = output_clash({"--csv": csv_path, "--report": report_dir}, list(inputs))
+    report_files = {} if report_dir is None else {f"--report's {name}": Path(report_dir) / name for name in REPORT_FILES}
+    clash = output_clash({"--csv": csv_path, "--report": report_dir, **report_files}, list(inputs))
     if clash is not None:
         raise UsageError(clash)
     if csv_path is not None:

@@ -63,18 +63,36 @@ def test_a_folder_of_the_users_own_is_never_overwritten_by_a_report(tmp_path, ti
 
 
 def test_a_report_never_removes_or_replaces_a_picture_it_did_not_write(tmp_path, tiny_model_file):
-    """A photo of the user's named like a report's strip, in the folder that becomes the
-    report's images/ (here the input folder itself), is refused with or without --overwrite
-    and kept; it used to be removed as an earlier report's strip, or written over."""
-    photos = tmp_path / "album"
-    _photos(photos / "images", 3)
-    mine = write_portrait(photos / "images" / "strip-000001.jpg", seed=9)
+    """A photo of the user's named like a report's strip, in the report folder's images/, is
+    refused with or without --overwrite and kept (it used to be removed as an earlier
+    report's strip, or written over); a report whose images/ would be the input folder is
+    refused before any work."""
+    photos = _photos(tmp_path / "photos", 3)
+    site = tmp_path / "site"
+    mine = write_portrait(site / "images" / "strip-000001.jpg", seed=9)
     kept = mine.read_bytes()
     for extra in ([], ["--overwrite"]):
-        result = run_cli("evaluate", str(photos / "images"), "-m", str(tiny_model_file), "--report", str(photos), *extra)
+        result = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(site), *extra)
         assert result.returncode != 0 and b"Traceback" not in result.stderr
-        assert result.stderr.decode().strip().endswith(f"{photos}: its images/strip-000001.jpg is not from a portraitcolor report and is kept; give --report a folder of its own")
-        assert mine.read_bytes() == kept and sorted(p.name for p in photos.iterdir()) == ["images"]
+        assert result.stderr.decode().strip().endswith(f"{site}: its images/strip-000001.jpg is not from a portraitcolor report and is kept; give --report a folder of its own")
+        assert mine.read_bytes() == kept and sorted(p.name for p in site.rglob("*")) == ["images", "strip-000001.jpg"]
+
+    album = tmp_path / "album"
+    _photos(album / "images", 2)
+    result = run_cli("evaluate", str(album / "images"), "-m", str(tiny_model_file), "--report", str(album), "--overwrite")
+    assert result.returncode == 2 and result.stderr.decode().strip().endswith(f"--report's images {album / 'images'} is the input {album / 'images'}: it would be replaced")
+    assert sorted(p.name for p in album.rglob("*")) == ["images", "p0.png", "p1.png"]
+
+
+def test_the_csv_is_never_one_of_the_reports_own_files(tmp_path, tiny_model_file):
+    """`--report out --csv out/per_image.csv` wrote the CSV, then refused the report after the
+    whole evaluation; now it is one line before any work, and nothing is written."""
+    photos = _photos(tmp_path / "photos", 2)
+    (tmp_path / "out").mkdir()
+    for name in ("per_image.csv", "index.html"):
+        result = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(tmp_path / "out"), "--csv", str(tmp_path / "out" / name))
+        assert result.returncode == 2 and f"--report's {name}" in result.stderr.decode() and "give each output its own name" in result.stderr.decode()
+    assert not any((tmp_path / "out").iterdir())
 
 
 def test_a_reports_own_pictures_are_replaced_with_overwrite(tmp_path):
