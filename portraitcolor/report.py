@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -164,18 +165,27 @@ def _copy_loss_curves(models: list[dict], directory: Path) -> dict[str, str]:
     copied = {}
     for number, m in enumerate(models, start=1):
         source = runs.loss_curve_of(m["training"])
-        if source is not None:
-            name = f"images/loss-curves-{number}.png"
-            try:
-                with Image.open(source) as curve:
-                    curve.load()
-            except (OSError, SyntaxError, ValueError):  # a damaged run folder costs the page its curve only
-                continue
+        if source is None:
+            continue
+        name = f"images/loss-curves-{number}.png"
+        try:
             with atomic_output(directory / name) as temporary:
-                # Signed like the strips: only pictures a report wrote are ever replaced or removed.
-                curve.save(temporary, format="PNG", exif=signed_exif(None))
-            copied[m["label"]] = name
+                _copy_signed(source, temporary)
+        except (OSError, SyntaxError, ValueError):  # a damaged run folder costs the page its curve only
+            continue
+        copied[m["label"]] = name
     return copied
+
+
+def _copy_signed(picture: Path, destination: Path) -> None:
+    """A copy signed as portraitcolor's, like the strips (only pictures a report wrote are
+    ever replaced or removed): the very bytes of a run's curve, which runs sign; a curve of a
+    run made before they did is signed on the way."""
+    if written_by_portraitcolor(picture):
+        shutil.copyfile(picture, destination)
+        return
+    with Image.open(picture) as curve:
+        curve.save(destination, format="PNG", exif=signed_exif(None))
 
 
 _CSS = """

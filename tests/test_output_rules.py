@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import h5py
+from PIL import Image
 
 from portraitcolor import images
 from tests.conftest import portrait_stack, run_cli, write_portrait, write_set
@@ -95,7 +96,7 @@ def test_the_csv_is_never_one_of_the_reports_own_files(tmp_path, tiny_model_file
     assert not any((tmp_path / "out").iterdir())
 
 
-def test_a_reports_own_pictures_are_replaced_with_overwrite(tmp_path):
+def test_a_reports_own_pictures_are_replaced_with_overwrite(tmp_path, isolated_store):
     """The real producers and consumer: a model trained by `train` (its run draws a loss
     curve), a report of it, then a second report over the first with --overwrite. Every
     picture the report wrote is signed as portraitcolor's, so the second run replaces them."""
@@ -106,6 +107,10 @@ def test_a_reports_own_pictures_are_replaced_with_overwrite(tmp_path):
     for photos, extra in ((_photos(tmp_path / "a", 6), []), (_photos(tmp_path / "b", 2, seed=40), ["--overwrite"])):
         result = run_cli("evaluate", str(photos), "-m", "tiny", "--report", str(report), *extra)
         assert result.returncode == 0, result.stderr
+        # The second report's curve comes from a run of a version that did not sign its curves.
+        curve = isolated_store / "runs" / "tiny" / "loss_curve.png"
+        Image.open(curve).save(curve)
+        assert not images.written_by_portraitcolor(curve)
     pictures = sorted(p.name for p in (report / "images").iterdir())
     assert "loss-curves-1.png" in pictures and len(pictures) == 3  # the curve and the 2 photos' strips
     assert all(images.written_by_portraitcolor(report / "images" / name) for name in pictures)
