@@ -189,6 +189,8 @@ def models_import(
     info = run_job(WeightsStore().add_file, file, name or file.stem, set_default=default, replace=replace)
     if default:
         _say_default(info.name)
+    elif info.is_default:  # --replace of the default model: its colours change
+        _say_default_replaced(info.name)
     typer.echo(info.name)
 
 
@@ -207,10 +209,12 @@ def models_export(
 
 @models_app.command("remove")
 def models_remove(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Delete a model from the store."""
+    """Delete a model from the store (the packaged one is the default again if it was)."""
     from .store import WeightsStore
+    from .weights import BUILTIN_NAME
 
-    run_job(WeightsStore().remove, name)
+    if run_job(WeightsStore().remove, name):
+        _say_default(BUILTIN_NAME)
 
 
 @models_app.command("default")
@@ -225,6 +229,11 @@ def models_default(name: str = typer.Argument(..., help="Model name ('builtin' f
 def _say_default(name: str) -> None:
     """Every change of the default model is said, on stderr."""
     line_console().print(f"default model is now {name}", markup=False, soft_wrap=True)
+
+
+def _say_default_replaced(name: str) -> None:
+    """A --replace of the default model changes what colorize gives as much as a new default."""
+    line_console().print(f"default model {name} now has the new weights", markup=False, soft_wrap=True)
 
 
 # ---- prepare ---------------------------------------------------------------------
@@ -360,7 +369,15 @@ def train_command(
     if result.model_name:
         if set_default:
             _say_default(result.model_name)
+        elif replace and _is_default(result.model_name):
+            _say_default_replaced(result.model_name)
         typer.echo(result.model_name)
+
+
+def _is_default(name: str) -> bool:
+    from .store import WeightsStore
+
+    return WeightsStore().default_name() == name
 
 
 # train's parameters under another name than their TrainConfig field.

@@ -343,20 +343,23 @@ class WeightsStore:
                     entry.update(onnx=f"{name}.onnx", onnx_sha256=digest)
                 return dict(entry)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str) -> bool:
+        """Delete a model; True when it was the default (the packaged model is then)."""
         if name in PACKAGED:
             raise WeightsError(f"the packaged model {name!r} cannot be removed")
         with self._locked_index() as index:
             entry = index["models"].pop(name, None)
             if entry is None:
                 raise WeightsError(f"no model named {name!r} in the store {self.root}")
-            if index.get("default") == name:
+            was_default = index.get("default") == name
+            if was_default:
                 index["default"] = None
         # A damaged entry is dropped from the index, but no file it names is touched.
         if self._entry_problem(name, entry) is None:
             (self.models_dir / entry["file"]).unlink(missing_ok=True)
             if entry.get("onnx"):
                 (self.models_dir / entry["onnx"]).unlink(missing_ok=True)
+        return was_default
 
     def set_default(self, name: str) -> None:
         with self._locked_index() as index:

@@ -88,7 +88,7 @@ def train_progress():
         if isinstance(event, RunStarted):
             where = f"resuming at epoch {event.resumed_epoch + 1}, " if event.resumed_epoch is not None else ""
             console.print(
-                f"training in {event.run_dir}: {where}{event.epochs} epochs of {event.steps} steps on {event.device}"
+                f"training in {event.run_dir}: {where}{event.epochs} epoch{'s' if event.epochs != 1 else ''} of {event.steps} steps on {event.device}"
                 f" ({event.precision}, {event.world_size} process{'es' if event.world_size > 1 else ''})",
                 markup=False, soft_wrap=True,
             )

@@ -52,5 +52,11 @@ def test_models_cli(tmp_path, tiny_model_file):
     assert read_header(tmp_path / "copy.safetensors")[1]["config"]["width"] == 4
     missing = run_cli("models", "show", "nope")
     assert missing.returncode == 1 and b"no model named 'nope'" in missing.stderr and b"Traceback" not in missing.stderr
-    run_cli("models", "remove", "mine", check=True)
+    # Replacing or removing the default model changes what colorize gives: both are said.
+    replaced = run_cli("models", "import", str(tiny_model_file), "--name", "mine", "--replace", check=True)
+    assert replaced.stderr.decode().strip() == "default model mine now has the new weights"
+    removed = run_cli("models", "remove", "mine", check=True)
+    assert removed.stderr.decode().strip() == "default model is now builtin"
     assert b"mine" not in run_cli("models", "list", check=True).stdout
+    run_cli("models", "import", str(tiny_model_file), "--name", "other", check=True)
+    assert run_cli("models", "remove", "other", check=True).stderr == b""  # not the default: nothing to say

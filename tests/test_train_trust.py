@@ -85,6 +85,11 @@ def test_a_name_already_in_the_store_is_refused_before_training_unless_replace(f
     assert result.stdout.decode().strip() == "taken"
     training = WeightsStore().info("taken").metadata["training"]
     assert training["run_dir"] == str(tmp_path / "run")  # replaced, as asked
+    assert "default model" not in result.stderr.decode()  # not the default: nothing to say
+
+    WeightsStore().set_default("taken")  # replacing the default changes colorize's colours: said
+    result = train_cli(faces, *TINY, "--epochs", "1", "--name", "taken", "--replace", "--run-dir", tmp_path / "run2")
+    assert result.returncode == 0 and "default model taken now has the new weights" in result.stderr.decode().splitlines()
 
 
 @pytest.mark.parametrize("name", ["../../x", "", "builtin", "a" * 65, "my model"])
