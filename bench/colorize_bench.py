@@ -93,7 +93,7 @@ def stage_seconds(path: Path, model: Predictor, *, repeats: int) -> dict[str, fl
     net_in = network_input(l_full, shape)[None]
     ab_small = model.predict(net_in)[0]
     ab_full = upsample_ab(ab_small, shape, l_full.shape)
-    rgb8 = join_to_rgb(l_full, ab_full, as_uint8=True)
+    rgb8 = join_to_rgb(l_full, ab_full, )
     image = Image.fromarray(rgb8)
 
     def encode():
@@ -105,7 +105,7 @@ def stage_seconds(path: Path, model: Predictor, *, repeats: int) -> dict[str, fl
         "network_input": lambda: network_input(l_full, shape),
         "model (batch 1)": lambda: model.predict(net_in),
         "upsample_ab": lambda: upsample_ab(ab_small, shape, l_full.shape),
-        "join_to_rgb (lab_to_srgb8)": lambda: join_to_rgb(l_full, ab_full, as_uint8=True),
+        "join_to_rgb (lab_to_srgb8)": lambda: join_to_rgb(l_full, ab_full, ),
         "encode JPEG": encode,
     }
     return {name: best_seconds(work, repeats=repeats) for name, work in stages.items()}

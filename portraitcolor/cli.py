@@ -486,7 +486,8 @@ def colorize(
 ) -> None:
     """Colorize photos; output paths go to stdout, one per line.
 
-    Each result keeps the input's full-resolution lightness, aspect ratio and alpha.
+    Each result keeps the input's full-resolution lightness, aspect ratio and alpha; a 16-bit
+    scan's result keeps 16 bits a channel where its format holds them (PNG, TIFF).
     By default a result is written beside its input as NAME_color.EXT, in the input's format;
     a GIF's result, and that of a format that cannot be written (PSD, XPM, ...), is a PNG, and
     a HEIC photo's (read with the optional extra: pip install 'portraitcolor[heif]') a JPEG.

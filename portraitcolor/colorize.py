@@ -208,6 +208,7 @@ class _Decoded:
     exif: bytes | None = None  # the input's, to carry on to the output (see images.Picture)
     dpi: tuple[float, float] | None = None
     frames: int = 1
+    deep: bool = False
 
 
 def _decode(job: Job, *, max_pixels: int) -> _Decoded:
@@ -216,7 +217,7 @@ def _decode(job: Job, *, max_pixels: int) -> _Decoded:
         picture = images.read_lightness(job.data if job.source is None else job.source, max_pixels=max_pixels)
     except images.ImageReadError as error:
         return _Decoded(job, error=str(error), started=started)
-    return _Decoded(job, picture.l, picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi, frames=picture.frames)
+    return _Decoded(job, picture.l, picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi, frames=picture.frames, deep=picture.deep)
 
 
 def _output_format(job: Job, decoded: _Decoded) -> str:
@@ -231,23 +232,37 @@ def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> 
     job = decoded.job
     try:
         ab_full = upsample_ab(ab_small, shape, decoded.l_full.shape)
-        image = images.to_pil(join_to_rgb(decoded.l_full, ab_full, as_uint8=True), decoded.alpha)
-        del ab_full
         file_format = _output_format(job, decoded)
-        metadata = {"exif": decoded.exif, "dpi": decoded.dpi}
+        write = _writer(decoded, join_to_rgb(decoded.l_full, ab_full, dtype=_depth(decoded, file_format)), file_format)
+        del ab_full
         if job.output is None:
             buffer = io.BytesIO()
-            images.encode(image, file_format, buffer, **metadata)
+            write(buffer)
             payload = buffer.getvalue()
         else:
             payload = None
             with atomic_output(job.output) as temporary:
-                images.encode(image, file_format, temporary, **metadata)
+                write(temporary)
     except (OSError, ValueError, KeyError) as error:
         return Result(job, ok=False, error=f"cannot write output: {error}")
     height, width = decoded.l_full.shape
     seconds = time.perf_counter() - decoded.started
     return Result(job, ok=True, width=width, height=height, seconds=seconds, image_bytes=payload, warning=_frames_warning(decoded.frames))
+
+
+def _depth(decoded: _Decoded, file_format: str) -> type:
+    """uint16 for a 16-bit scan's result in a format that holds it (PNG, TIFF; alpha comes
+    with 8-bit inputs only), so that it keeps the scan's tonal steps; else uint8."""
+    return np.uint16 if decoded.deep and decoded.alpha is None and file_format in images.DEEP_FORMATS else np.uint8
+
+
+def _writer(decoded: _Decoded, rgb: np.ndarray, file_format: str) -> Callable:
+    """The result's encoder, given where it goes (a file or a buffer)."""
+    metadata = {"exif": decoded.exif, "dpi": decoded.dpi}
+    if rgb.dtype == np.uint16:
+        return lambda target: images.encode_deep(rgb, file_format, target, **metadata)
+    image = images.to_pil(rgb, decoded.alpha)
+    return lambda target: images.encode(image, file_format, target, **metadata)
 
 
 def _frames_warning(frames: int) -> str | None:

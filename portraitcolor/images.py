@@ -4,7 +4,7 @@ Any image Pillow opens is read upright (EXIF orientation applied) as float32 sRG
 alpha, under a pixel limit (pixels.py converts the modes and embedded ICC profiles); a file
 that cannot be used as an image gets an ImageReadError with a one-line reason. Outputs are
 written tagged sRGB, with the input's EXIF (orientation reset) and resolution where their
-format holds them.
+format holds them; a 16-bit scan's result keeps 16 bits a channel in PNG and TIFF (encode_deep).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import os
 import stat
 import struct
 import threading
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -61,6 +63,7 @@ class _Carried:
     dpi: tuple[float, float] | None = None
     frames: int = 1
     colorized: bool = False
+    deep: bool = False  # more than 8 bits a sample (a 16-bit scan): its result keeps 16 where it can
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +230,13 @@ def _carried_metadata(image: Image.Image, tiff_orientation: int | None) -> dict:
         "dpi": _carried_dpi(image, tiff_orientation or _orientation(image)),
         "frames": _frame_count(image),
         "colorized": _software(image).startswith(SOFTWARE_NAME),
+        "deep": image.mode in _DEEP_MODES,
     }
+
+
+# Pillow's modes of more than 8 bits a sample: 16-bit gray (a scanner's), 32-bit integer and
+# float gray. (Pillow reads 16-bit colour files as 8-bit RGB: their extra bits are gone.)
+_DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
 
 def _frame_count(image: Image.Image) -> int:
@@ -490,6 +499,66 @@ def encode(image: Image.Image, file_format: str, target, *, exif: bytes | None =
             raise
         _rewind(target)
         image.save(target, format=file_format, **options, **profile_only)
+
+
+# The result formats that hold 16 bits a channel: a 16-bit scan's result keeps them there.
+DEEP_FORMATS = frozenset({"PNG", "TIFF"})
+
+
+def encode_deep(rgb16: np.ndarray, file_format: str, target, *, exif: bytes | None = None, dpi=None) -> None:
+    """Write uint16 sRGB (H, W, 3) as a 16-bit PNG or TIFF, tagged and signed as encode's
+    results are. Pillow holds no 16-bit colour image: OpenCV encodes the PNG (its chunks for
+    the profile, EXIF and resolution added here) and tifffile the TIFF."""
+    if file_format == "TIFF":
+        _tiff_16bit(rgb16, target, exif=exif, dpi=dpi)  # a path or a file object
+        return
+    data = _png_16bit(rgb16, exif=exif, dpi=dpi)
+    if hasattr(target, "write"):
+        target.write(data)
+    else:
+        Path(target).write_bytes(data)
+
+
+def _png_16bit(rgb16: np.ndarray, *, exif: bytes | None, dpi) -> bytes:
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb16[..., ::-1]))  # OpenCV writes BGR
+    if not ok:
+        raise OSError("OpenCV could not encode the 16-bit PNG")
+    chunks = [(b"eXIf", signed_exif(exif).removeprefix(b"Exif\x00\x00"))]
+    if srgb_icc():
+        chunks.append((b"iCCP", b"sRGB\x00\x00" + zlib.compress(srgb_icc())))
+    dots_per_metre = [round(value / 0.0254) for value in dpi or ()]
+    if dots_per_metre and all(0 < value < 2**31 for value in dots_per_metre):  # PNG's range
+        chunks.append((b"pHYs", struct.pack(">IIB", *dots_per_metre, 1)))
+    # Ancillary chunks go after the header (the signature, then IHDR's 25 bytes), before the pixels.
+    encoded = encoded.tobytes()
+    return encoded[:33] + b"".join(_png_chunk(kind, data) for kind, data in chunks) + encoded[33:]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _tiff_16bit(rgb16: np.ndarray, target, *, exif: bytes | None, dpi) -> None:
+    import tifffile
+
+    resolution = {"resolution": dpi, "resolutionunit": "INCH"} if dpi else {}
+    tifffile.imwrite(
+        target, rgb16, photometric="rgb", metadata=None,
+        iccprofile=srgb_icc() or None, software=f"{SOFTWARE_NAME} {__version__}", extratags=_text_tags(exif), **resolution,
+    )
+
+
+def _text_tags(exif: bytes | None) -> list[tuple]:
+    """The input's text tags (description, date, camera, artist, copyright) as tifffile's
+    extratags, for a 16-bit TIFF result (its other EXIF is not carried)."""
+    if not exif:
+        return []
+    loaded = Image.Exif()
+    try:
+        loaded.load(exif)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return []
+    return [(tag, "s", 0, value, True) for tag, value in sorted(loaded.items()) if isinstance(value, str) and tag != _SOFTWARE and value.isascii()]
 
 
 def _save_metadata(file_format: str, *, exif: bytes | None, dpi) -> dict:

@@ -210,16 +210,18 @@ def upsample_ab(ab_small: np.ndarray, shape: tuple[int, int], size: tuple[int, i
     return cv2.resize(ab, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, as_uint8: bool) -> np.ndarray:
-    """Full-res L (H, W) + ab (H, W, 2) -> RGB (H, W, 3), converted in strips of rows (on
-    every core OpenCV may use)."""
+def join_to_rgb(l_full: np.ndarray, ab_full: np.ndarray, *, dtype=np.uint8) -> np.ndarray:
+    """Full-res L (H, W) + ab (H, W, 2) -> sRGB (H, W, 3) as uint8, uint16 (for 16-bit
+    scans) or float32 in 0..1, converted in strips of rows (on every core OpenCV may use)."""
     height, width = l_full.shape
-    out = np.empty((height, width, 3), np.uint8 if as_uint8 else np.float32)
+    out = np.empty((height, width, 3), dtype)
 
     def convert(rows: slice) -> None:
         strip = cv2.merge([l_full[rows], ab_full[rows]])
-        if as_uint8:
+        if out.dtype == np.uint8:
             lab.lab_to_srgb8(strip, picture_pixels=height * width, out=out[rows])
+        elif out.dtype == np.uint16:
+            lab.lab_to_srgb16(strip, out=out[rows])
         else:
             out[rows] = lab.lab_to_rgb(strip)
 
@@ -240,7 +242,7 @@ def colorize_picture(model, picture: images.Picture, *, render_size: int | None 
     l_full = lab.rgb_to_l(picture.rgb)
     shape = render_shape(*l_full.shape, render_size or predictor.render_size)
     ab_small = predict_following(predictor, network_input(l_full, shape)[None], hint_batch([(l_full.shape, shape)], hints))[0]
-    return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), as_uint8=False)
+    return join_to_rgb(l_full, upsample_ab(ab_small, shape, l_full.shape), dtype=np.float32)
 
 
 def colorize_image(image, model=None, *, render_size: int | None = None, device: str = "cpu", hints=None) -> Image.Image:

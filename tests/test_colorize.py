@@ -358,3 +358,48 @@ def test_the_same_photo_gives_the_same_file(tmp_path, tiny_model_file):
     time.sleep(1.1)  # the profile's header counted seconds
     run_cli("colorize", str(photo), "-o", str(tmp_path / "second.jpg"), "-m", str(tiny_model_file), check=True)
     assert (tmp_path / "first.jpg").read_bytes() == (tmp_path / "second.jpg").read_bytes()
+
+
+def _scan16(path: Path, *, dpi=None, description=None) -> Path:
+    """A 16-bit gray scan: a smooth ramp with steps finer than 8 bits, and a face, as Pillow writes it."""
+    face = portrait_array(72, 56, seed=5, gray=True)[..., 0].astype(np.float64)
+    ramp = np.linspace(0.0, 600.0, 56)[None, :]  # under 3 of 255 levels: only 16 bits tell its steps
+    pixels = np.clip(face * 240.0 + ramp, 0, 65535).astype(np.uint16)
+    options = {"dpi": dpi} if dpi else {}
+    if description:
+        options["description"] = description
+    Image.fromarray(pixels).save(path, **options)
+    return path
+
+
+def test_a_16_bit_scan_keeps_its_16_bits(tmp_path, tiny_model_file):
+    """The real writers and readers: a 16-bit gray PNG and TIFF (a scanner's) get 16-bit colour
+    results, tagged sRGB, signed, with the scan's resolution (and the TIFF's description), whose
+    lightness is the scan's to 0.02 L (8 bits would be off by up to 0.2); a second run knows
+    them for results; the same scan to a JPEG is 8-bit; two runs give the same bytes."""
+    import cv2
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _scan16(scans / "a.png", dpi=(600, 600))
+    _scan16(scans / "b.tif", dpi=(1200, 1200), description="Grandpa, 1931")
+    written = run_cli("colorize", str(scans), "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert [Path(p).name for p in written] == ["a_color.png", "b_color.tif"]
+    for output, scan, dpi in zip(written, ("a.png", "b.tif"), (600, 1200)):
+        pixels = cv2.imread(output, cv2.IMREAD_UNCHANGED)[..., ::-1]
+        assert pixels.dtype == np.uint16 and pixels.shape == (72, 56, 3)
+        lightness = lab.rgb_to_l(pixels.astype(np.float32) / 65535.0)
+        assert np.abs(lightness - images.read_lightness(scans / scan).l).max() < 0.02
+        with Image.open(output) as result:
+            assert images.is_srgb_icc(result.info.get("icc_profile")) and round(result.info["dpi"][0]) == dpi
+        assert images.written_by_portraitcolor(output)
+    assert Image.open(written[1]).getexif().get(270) == "Grandpa, 1931"
+    again = run_cli("colorize", str(scans), "--overwrite", "-m", str(tiny_model_file), check=True).stdout.decode().split()
+    assert again == written  # the results are not coloured again
+
+    eight = run_cli("colorize", str(scans / "a.png"), "-o", str(tmp_path / "a.jpg"), "-m", str(tiny_model_file), check=True)
+    assert eight.returncode == 0 and cv2.imread(str(tmp_path / "a.jpg"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    for scan in ("a.png", "b.tif"):
+        first = (scans / Path(scan).with_stem(Path(scan).stem + "_color")).read_bytes()
+        piped = run_cli("colorize", "-", "-o", "-", "-m", str(tiny_model_file), input=(scans / scan).read_bytes(), check=True).stdout
+        assert piped == first  # through a pipe too, byte for byte
