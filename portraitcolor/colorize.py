@@ -9,6 +9,7 @@ OpenCV and Pillow release the GIL for their heavy work).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -211,10 +212,11 @@ class _Decoded:
     deep: bool = False
 
 
-def _decode(job: Job, *, max_pixels: int) -> _Decoded:
+def _decode(job: Job, *, max_pixels: int, alone: bool = True) -> _Decoded:
     started = time.perf_counter()
     try:
-        picture = images.read_lightness(job.data if job.source is None else job.source, max_pixels=max_pixels)
+        with _strips(alone):
+            picture = images.read_lightness(job.data if job.source is None else job.source, max_pixels=max_pixels)
     except images.ImageReadError as error:
         return _Decoded(job, error=str(error), started=started)
     return _Decoded(job, picture.l, picture.alpha, picture.format, started, exif=picture.exif, dpi=picture.dpi, frames=picture.frames, deep=picture.deep)
@@ -228,12 +230,20 @@ def _output_format(job: Job, decoded: _Decoded) -> str:
     return images.result_format(decoded.format)
 
 
-def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int]) -> Result:
+def _strips(alone: bool) -> contextlib.AbstractContextManager:
+    """A photo with no other in flight spreads its conversions over every core (a camera's
+    photo, coloured alone); beside others, each keeps to its thread (see lab.strips_in_order)."""
+    return contextlib.nullcontext() if alone else lab.strips_in_order()
+
+
+def _finish(decoded: _Decoded, ab_small: np.ndarray, shape: tuple[int, int], *, alone: bool = True) -> Result:
     job = decoded.job
     try:
         ab_full = upsample_ab(ab_small, shape, decoded.l_full.shape)
         file_format = _output_format(job, decoded)
-        write = _writer(decoded, join_to_rgb(decoded.l_full, ab_full, dtype=_depth(decoded, file_format)), file_format)
+        with _strips(alone):
+            rgb = join_to_rgb(decoded.l_full, ab_full, dtype=_depth(decoded, file_format))
+        write = _writer(decoded, rgb, file_format)
         del ab_full
         if job.output is None:
             buffer = io.BytesIO()
@@ -337,15 +347,17 @@ def _run_pipeline(pool, job_iter, predictor: Predictor, *, render_size, batch_si
                 decoding.append(job)
                 continue
             ready = _precheck(job, overwrite=overwrite, skip_existing=skip_existing)
-            decoding.append(ready or pool.submit(_decode, job, max_pixels=max_pixels))
+            alone = not (decoding or finishing or batch)
+            decoding.append(ready or pool.submit(_decode, job, max_pixels=max_pixels, alone=alone))
 
     def flush() -> None:
         if not batch:
             return
         inputs = np.stack([network_input(decoded.l_full, shape) for decoded, shape in batch])
         predictions = predict_following(predictor, inputs, hint_batch([(decoded.l_full.shape, shape) for decoded, shape in batch], hints))
+        alone = len(batch) == 1 and not (decoding or finishing)
         for (decoded, shape), ab_small in zip(batch, predictions):
-            finishing.append(pool.submit(_finish, decoded, ab_small, shape))
+            finishing.append(pool.submit(_finish, decoded, ab_small, shape, alone=alone))
         batch.clear()
 
     def drain(*, wait_all: bool) -> Iterator[Result]:

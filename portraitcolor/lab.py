@@ -11,10 +11,11 @@ pixels comes from lookup tables (lightness_of_8bit).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -54,12 +55,28 @@ def for_each_strip(height: int, rows: int, work: Callable[[slice], None]) -> Non
     OpenCV one thread (their parallelism is the processes): there the strips run in order.
     """
     strips = [slice(top, top + rows) for top in range(0, height, rows)]
-    if len(strips) < 2 or cv2.getNumThreads() < 2:
+    if len(strips) < 2 or cv2.getNumThreads() < 2 or getattr(_in_order, "on", False):
         for strip in strips:
             work(strip)
         return
     for _ in _strip_pool().map(work, strips):  # map re-raises a strip's exception here
         pass
+
+
+_in_order = threading.local()
+
+
+@contextlib.contextmanager
+def strips_in_order() -> Iterator[None]:
+    """for_each_strip runs its strips in order in this thread: for a caller whose other
+    threads already keep the cores busy with other pictures (colorize over a folder), where
+    handing strips to other threads only adds their hand-offs (4% fewer photos a second)."""
+    before = getattr(_in_order, "on", False)
+    _in_order.on = True
+    try:
+        yield
+    finally:
+        _in_order.on = before
 
 
 def strip_rows(width: int, pixels: int) -> int:

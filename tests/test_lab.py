@@ -119,6 +119,13 @@ def test_strips_spread_over_threads_give_what_one_thread_gives():
     with pytest.raises(ValueError, match="strip 3"):
         lab.for_each_strip(700, 100, fail_on_the_third)
 
+    # colorize over a folder keeps each photo's strips in its own thread, in order.
+    seen = []
+    with lab.strips_in_order():
+        lab.for_each_strip(700, 100, lambda rows: seen.append((rows.start, threading.get_ident())))
+        np.testing.assert_array_equal(lab.lightness_of_8bit(rgb), serial)
+    assert seen == [(top, threading.get_ident()) for top in range(0, 700, 100)]
+
 
 def test_the_join_of_a_large_picture_is_lab_to_rgb_in_every_strip():
     """colorize's join converts a large picture in strips written straight into the result:
