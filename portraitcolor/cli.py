@@ -518,7 +518,7 @@ def colorize(
         run_job(check_takes_hints, predictor)
     jobs = plan_jobs(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=sys.stdin.buffer.read)
     results = colorize_jobs(jobs, predictor, render_size=render_size, batch_size=batch_size, max_pixels=max_pixels, overwrite=overwrite, skip_existing=skip_existing, hints=hints)
-    failures = report_colorize(results, json_output=json_output)
+    failures = report_colorize(results, json_output=json_output, total=len(jobs))
     if failures:
         raise typer.Exit(EXIT_FAILED)
 

@@ -102,15 +102,16 @@ def _name_limit(folder: Path) -> int:
     return _DEFAULT_NAME_MAX
 
 
-def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> Iterator[Job | Result]:
-    """Turn the command line's inputs into Jobs (or failed Results for inputs that cannot be planned).
+def plan_jobs(inputs: Iterable[str], *, output: str | None, output_dir: Path | None, recursive: bool, stdin_bytes: Callable[[], bytes]) -> list[Job | Result]:
+    """Turn the command line's inputs into Jobs (or failed Results for inputs that cannot be
+    planned), all of them before any work (so that a run knows its length).
 
     Folder inputs mirror their relative layout under output_dir; files go to
     output_dir/NAME; without output_dir a result goes beside its input as <stem>_color<ext>.
     Every output is distinct and no input: a job whose output is an input of the run, or
     another input's output, fails.
     """
-    return _distinct_outputs(_planned(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=stdin_bytes))
+    return list(_distinct_outputs(_planned(inputs, output=output, output_dir=output_dir, recursive=recursive, stdin_bytes=stdin_bytes)))
 
 
 def _distinct_outputs(planned: Iterable[Job | Result]) -> Iterator[Job | Result]:

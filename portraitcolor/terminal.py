@@ -144,13 +144,14 @@ def echo_path(path) -> None:
     sys.stdout.buffer.flush()
 
 
-def report_colorize(results, *, json_output: bool) -> int:
-    """Print results as they come (data to stdout, problems to stderr); return the failure count."""
+def report_colorize(results, *, json_output: bool, total: int | None = None) -> int:
+    """Print results as they come (data to stdout, problems to stderr); return the failure
+    count. total: how many results will come (the bar then shows the time left)."""
     import json
 
     console = line_console()
     failures = 0
-    with terminal_progress(console, "colorizing") as update:
+    with terminal_progress(console, "colorizing", total=total) as update:
         for result in results:
             update(advance=1)
             if not result.ok:
@@ -175,12 +176,13 @@ def report_colorize(results, *, json_output: bool) -> int:
 
 
 @contextlib.contextmanager
-def terminal_progress(console, description: str, *, columns=None, **fields):
+def terminal_progress(console, description: str, *, columns=None, total: int | None = None, **fields):
     """Yield update(**task_changes) for a transient rich progress bar on stderr when it is a
     terminal; elsewhere (logs, pipes) an update that does nothing.
 
     columns: a function of the rich.progress module giving the bar's columns (rich is
-    imported only when a bar is shown, so that pipelines never pay for it).
+    imported only when a bar is shown, so that pipelines never pay for it). total: the
+    count when it is known at the start (the default columns then add the time left).
     """
     if not console.is_terminal:
         yield lambda **changes: None
@@ -189,9 +191,10 @@ def terminal_progress(console, description: str, *, columns=None, **fields):
 
     chosen = columns(rp) if columns else (
         rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn(),
+        *((rp.TextColumn("left"), rp.TimeRemainingColumn()) if total is not None else ()),
     )
     with rp.Progress(*chosen, console=console, transient=True) as bar:
-        task = bar.add_task(description, total=None, **fields)
+        task = bar.add_task(description, total=total, **fields)
         yield lambda **changes: bar.update(task, **changes)
 
 

@@ -403,3 +403,31 @@ def test_a_16_bit_scan_keeps_its_16_bits(tmp_path, tiny_model_file):
         first = (scans / Path(scan).with_stem(Path(scan).stem + "_color")).read_bytes()
         piped = run_cli("colorize", "-", "-o", "-", "-m", str(tiny_model_file), input=(scans / scan).read_bytes(), check=True).stdout
         assert piped == first  # through a pipe too, byte for byte
+
+
+def test_a_folder_runs_bar_counts_against_its_total(tmp_path, tiny_model_file):
+    """On a terminal the bar knows how many photos the run holds (it showed 60/? before):
+    the real CLI with its stderr on a pseudo-terminal."""
+    import pty
+
+    for i in range(3):
+        write_portrait(tmp_path / "in" / f"p{i}.png", 40, 40, seed=i, gray=True)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portraitcolor", "colorize", str(tmp_path / "in"), "-m", str(tiny_model_file)],
+        stdout=subprocess.PIPE, stderr=follower, env=env,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert process.wait(timeout=120) == 0 and len(process.stdout.read().split()) == 3
+    assert b"/3" in shown and b"/?" not in shown
