@@ -165,6 +165,9 @@ def _planned(inputs: Iterable[str], *, output: str | None, output_dir: Path | No
             yield Job(label="<stdin>", source=None, output=target, data=stdin_bytes())
             continue
         path = Path(text)
+        if _is_web_address(text) and not path.exists():
+            yield Result(Job(text, None, None), ok=False, error=f"a web address: colorize reads files (download it first, or: curl -sL '{text}' | portraitcolor colorize - -o photo_color.jpg)")
+            continue
         if path.is_dir():
             # Without earlier results: *_color files colorize wrote, an output folder inside this one.
             files = image_files(path, recursive=recursive, leave_out=[output_dir] if output_dir is not None else [])
@@ -174,6 +177,12 @@ def _planned(inputs: Iterable[str], *, output: str | None, output_dir: Path | No
                 yield _job_for(file, file.relative_to(path), output=output, output_dir=output_dir)
         else:
             yield _job_for(path, Path(path.name), output=output, output_dir=output_dir)
+
+
+def _is_web_address(text: str) -> bool:
+    """http://..., https://..., ftp://...: pasted from a browser (a path would lose its '//')."""
+    scheme, separator, _ = text.partition("://")
+    return bool(separator) and scheme.isascii() and scheme.isalpha()
 
 
 def _job_for(path: Path, relative: Path, *, output: str | None, output_dir: Path | None) -> Job | Result:

@@ -431,3 +431,15 @@ def test_a_folder_runs_bar_counts_against_its_total(tmp_path, tiny_model_file):
     os.close(leader)
     assert process.wait(timeout=120) == 0 and len(process.stdout.read().split()) == 3
     assert b"/3" in shown and b"/?" not in shown
+
+
+def test_a_web_address_says_how_to_colour_it(tmp_path, tiny_model_file):
+    """A URL pasted from a browser is named as given (it was 'https:/...: no such file') with
+    a way to colour it; the other inputs are coloured."""
+    photo = write_portrait(tmp_path / "a.png", 40, 40, seed=1, gray=True)
+    url = "https://example.com/old photo.jpg"
+    result = run_cli("colorize", url, str(photo), "-m", str(tiny_model_file))
+    assert result.returncode == 1 and result.stdout.decode().split() == [str(tmp_path / "a_color.png")]
+    assert result.stderr.decode().splitlines() == [
+        f"portraitcolor: {url}: a web address: colorize reads files (download it first, or: curl -sL '{url}' | portraitcolor colorize - -o photo_color.jpg)"
+    ]
