@@ -64,7 +64,7 @@ def check_outputs(*, csv_path: str | os.PathLike | None, report_dir: str | os.Pa
     if clash is not None:
         raise UsageError(clash)
     if csv_path is not None:
-        check_csv_path(csv_path, overwrite=overwrite)
+        check_csv_path(csv_path, overwrite=overwrite, made_by_report=report_dir)
     if report_dir is not None:
         check_report_dir(report_dir, overwrite=overwrite)
 
@@ -72,6 +72,8 @@ def check_outputs(*, csv_path: str | os.PathLike | None, report_dir: str | os.Pa
 def write_outputs(evaluation: Evaluation, *, csv_path: str | os.PathLike | None, report_dir: str | os.PathLike | None, overwrite: bool = False) -> Path | None:
     """Write the files asked for; the report's page, if one was asked for."""
     if csv_path is not None:
+        if report_dir is not None and _same_folder(Path(csv_path).parent, report_dir):
+            Path(report_dir).mkdir(parents=True, exist_ok=True)  # `--report out --csv out/m.csv`
         write_csv(evaluation, csv_path, overwrite=overwrite)
     return None if report_dir is None else write_report(evaluation, report_dir, overwrite=overwrite)
 
@@ -339,16 +341,21 @@ def _csv_number(value: float) -> str:
     return "" if not math.isfinite(value) else f"{value:.6g}"
 
 
-def check_csv_path(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+def check_csv_path(path: str | os.PathLike, *, overwrite: bool = False, made_by_report: str | os.PathLike | None = None) -> None:
     """Refuse a CSV path that cannot be written, or would replace earlier results without
-    --overwrite, before any time is spent evaluating."""
+    --overwrite, before any time is spent evaluating. made_by_report: the --report folder,
+    which the run makes: a CSV may go into it."""
     path = Path(path)
     if path.is_dir():
         raise EvaluateError(f"{path}: is a folder, not a CSV file name")
-    if not path.parent.is_dir():
+    if not path.parent.is_dir() and not (made_by_report is not None and _same_folder(path.parent, made_by_report)):
         raise EvaluateError(f"{path}: its folder {path.parent} does not exist")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise EvaluateError(f"{path}: exists (pass --overwrite to replace it)")
+
+
+def _same_folder(one: str | os.PathLike, other: str | os.PathLike) -> bool:
+    return os.path.realpath(one) == os.path.realpath(other)
 
 
 def write_csv(evaluation: Evaluation, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -94,6 +94,11 @@ def test_the_csv_is_never_one_of_the_reports_own_files(tmp_path, tiny_model_file
         result = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(tmp_path / "out"), "--csv", str(tmp_path / "out" / name))
         assert result.returncode == 2 and f"--report's {name}" in result.stderr.decode() and "give each output its own name" in result.stderr.decode()
     assert not any((tmp_path / "out").iterdir())
+    # A CSV of its own name in the report folder the run makes is fine.
+    fresh = tmp_path / "fresh"
+    result = run_cli("evaluate", str(photos), "-m", str(tiny_model_file), "--report", str(fresh), "--csv", str(fresh / "mine.csv"))
+    assert result.returncode == 0, result.stderr
+    assert (fresh / "mine.csv").read_text() == (fresh / "per_image.csv").read_text()
 
 
 def test_a_reports_own_pictures_are_replaced_with_overwrite(tmp_path, isolated_store):
