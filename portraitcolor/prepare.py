@@ -164,9 +164,14 @@ def prepare(
     Raises PrepareError when the job cannot run or nothing at all could be kept
     (then no file is written and an existing one is left as it was).
     """
+    output = Path(output)
+    with setfile.sole_writer(output, PrepareError):
+        return _prepare(sources, output, options=options, workers=workers, append=append, overwrite=overwrite, progress=progress)
+
+
+def _prepare(sources, output: Path, *, options: PrepareOptions, workers, append: bool, overwrite: bool, progress) -> PrepareResult:
     import h5py
 
-    output = Path(output)
     started = time.perf_counter()
     if output.exists() and not (append or overwrite):
         raise PrepareError(f"{output} exists: use --append to add to it or --overwrite to replace it")

@@ -16,13 +16,14 @@ File attributes: format, format_version, size, color_space, tool_version, option
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,6 +287,34 @@ def write_set(path: str | os.PathLike, lab8: np.ndarray, splits: Sequence[str | 
         writer.flush()
         seal(handle, size=size, options=options or {}, filter_report=filter_report or {})
     return path
+
+
+@contextlib.contextmanager
+def sole_writer(path: Path, error: type[Exception]) -> Iterator[None]:
+    """Held while a set is written: a second job writing the same set meanwhile (an --append
+    started beside another) is refused before any work with one `error`. Each job writes a
+    copy and renames it into place, so the later rename used to replace the earlier job's
+    images without a word. The lock files live in the user's cache folder, named by a hash
+    of the set's real path: nothing is left beside the set. Where that folder cannot be
+    made, the set is written without the lock."""
+    import platformdirs
+    from filelock import FileLock, Timeout
+
+    folder = Path(platformdirs.user_cache_dir("portraitcolor")) / "set-locks"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        yield
+        return
+    lock = FileLock(folder / (hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:32] + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise error(f"{path}: another job is writing this set now: start the next one when it ends") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # errno values that mean the set cannot be written where it was asked for.

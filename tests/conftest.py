@@ -74,6 +74,7 @@ def isolated_store(tmp_path, monkeypatch):
     """Every test gets its own empty weights store, never the user's."""
     home = tmp_path / "store"
     monkeypatch.setenv("PORTRAITCOLOR_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # prepare's set locks, never the user's
     return home
 
 

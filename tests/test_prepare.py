@@ -307,6 +307,25 @@ def test_existing_output_needs_append_or_overwrite(tmp_path, portrait_dir):
     assert setfile.inspect_set(out).count == 3
 
 
+def test_a_set_another_job_is_writing_is_refused_before_any_work(tmp_path, portrait_dir):
+    """Two appends at once each copied the set and renamed their copy into place: the later
+    one silently dropped the earlier one's images. While a job writes a set (here this test,
+    through the same lock prepare takes), the real CLI refuses another with one line and the
+    set is untouched; once the writer is done, the append runs."""
+    out = tmp_path / "set.h5"
+    run([portrait_dir], out, limit=3)
+    before = out.read_bytes()
+    with setfile.sole_writer(out, PrepareError):
+        refused = run_cli("prepare", str(portrait_dir), "-o", str(out), "--append", "--size", "32")
+    assert refused.returncode == 1 and refused.stderr.decode().strip().splitlines() == [
+        f"portraitcolor: error: {out}: another job is writing this set now: start the next one when it ends"
+    ]
+    assert out.read_bytes() == before
+    appended = run_cli("prepare", str(portrait_dir), "-o", str(out), "--append", "--size", "32")
+    assert appended.returncode == 0, appended.stderr
+    assert setfile.inspect_set(out).count == 12
+
+
 def test_limit_and_workers_give_the_same_first_images(tmp_path, portrait_dir):
     run([portrait_dir], tmp_path / "one.h5", limit=5)
     run([portrait_dir], tmp_path / "two.h5", limit=5, workers=2)
