@@ -96,6 +96,8 @@ def _checked_info(path: Path, handle) -> SetInfo:
     """Every check of the layout that can be made without reading the images (the file is untrusted)."""
 
     attributes = {key: _plain(value) for key, value in handle.attrs.items()}
+    if attributes.get("format") is None:  # another program's HDF5 file (a Keras model, a data set)
+        raise DatasetError(f"{path}: not a portraitcolor set: an HDF5 file that prepare did not make (make one with: portraitcolor prepare PHOTOS -o SET.h5)")
     if not _is_value(attributes.get("format"), str, FORMAT):
         raise DatasetError(f"{path}: not a portraitcolor set (format attribute is {attributes.get('format')!r})")
     if not _is_value(attributes.get("format_version"), int, FORMAT_VERSION):

@@ -122,7 +122,7 @@ def test_bad_sets_and_requests_are_refused(tmp_path, small_set):
     broken = tmp_path / "broken.h5"
     with h5py.File(broken, "w") as handle:
         handle.create_dataset("images", data=np.zeros((2, 16, 16, 3), np.uint8))
-    with pytest.raises(DatasetError, match="not a portraitcolor set"):
+    with pytest.raises(DatasetError, match="not a portraitcolor set: an HDF5 file that prepare did not make .make one with: portraitcolor prepare"):
         LabBatches(broken, "train", batch_size=1)
     with pytest.raises(DatasetError, match="fewer than one batch"):
         LabBatches(small_set, "train", batch_size=64)
