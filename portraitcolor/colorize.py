@@ -306,6 +306,10 @@ def _check_output(job: Job, *, overwrite: bool, skip_existing: bool) -> Result |
         return Result(job, ok=False, error=f"output {job.output} exists (use --overwrite or --skip-existing)")
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the folder, or one above it, is a file (-O photo.jpg)
+        folder = job.output.parent
+        blocking = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), folder)
+        return Result(job, ok=False, error=f"cannot create output folder {folder}: {blocking} is a file")
     except OSError as error:
         return Result(job, ok=False, error=f"cannot create output folder {job.output.parent}: {error.strerror or error}")
     return None

@@ -443,3 +443,14 @@ def test_a_web_address_says_how_to_colour_it(tmp_path, tiny_model_file):
     assert result.stderr.decode().splitlines() == [
         f"portraitcolor: {url}: a web address: colorize reads files (download it first, or: curl -sL '{url}' | portraitcolor colorize - -o photo_color.jpg)"
     ]
+
+
+def test_an_output_folder_that_is_a_file_is_named(tmp_path, tiny_model_file):
+    photo = write_portrait(tmp_path / "a.png", 40, 40, seed=1, gray=True)
+    (tmp_path / "b.jpg").write_bytes(b"a file of the user's")
+    for folder in (tmp_path / "b.jpg", tmp_path / "b.jpg" / "sub"):
+        result = run_cli("colorize", str(photo), "-O", str(folder), "-m", str(tiny_model_file))
+        assert result.returncode == 1 and result.stderr.decode().strip() == (
+            f"portraitcolor: {photo}: cannot create output folder {folder}: {tmp_path / 'b.jpg'} is a file"
+        )
+    assert (tmp_path / "b.jpg").read_bytes() == b"a file of the user's"
