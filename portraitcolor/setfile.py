@@ -298,7 +298,7 @@ def sole_writer(path: Path, error: type[Exception]) -> Iterator[None]:
     copy and renames it into place, so the later rename used to replace the earlier job's
     images without a word. The lock files live in the user's cache folder, named by a hash
     of the set's real path: nothing is left beside the set. Where that folder cannot be
-    made, the set is written without the lock."""
+    made or locked, the set is written without the lock."""
     import platformdirs
     from filelock import FileLock, Timeout
 
@@ -313,6 +313,9 @@ def sole_writer(path: Path, error: type[Exception]) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout:
         raise error(f"{path}: another job is writing this set now: start the next one when it ends") from None
+    except OSError:  # a cache folder that takes no locks (some network file systems)
+        yield
+        return
     try:
         yield
     finally:
