@@ -299,27 +299,29 @@ def sole_writer(path: Path, error: type[Exception]) -> Iterator[None]:
     images without a word. The lock files live in the user's cache folder, named by a hash
     of the set's real path: nothing is left beside the set. Where that folder cannot be
     made or locked, the set is written without the lock."""
+    lock = _set_lock(path, error)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _set_lock(path: Path, error: type[Exception]):
+    """The held lock of the set at `path`, or None where none can be taken."""
     import platformdirs
     from filelock import FileLock, Timeout
 
     folder = Path(platformdirs.user_cache_dir("portraitcolor")) / "set-locks"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        yield
-        return
-    lock = FileLock(folder / (hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:32] + ".lock"))
-    try:
+        lock = FileLock(folder / (hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:32] + ".lock"))
         lock.acquire(timeout=0)
     except Timeout:
         raise error(f"{path}: another job is writing this set now: start the next one when it ends") from None
-    except OSError:  # a cache folder that takes no locks (some network file systems)
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
+    except OSError:  # a cache folder that cannot be made, or takes no locks (some network file systems)
+        return None
+    return lock
 
 
 # errno values that mean the set cannot be written where it was asked for.
