@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from . import metrics, runs
-from .atomic import atomic_output, atomic_write_bytes, atomic_write_text, output_clash
+from .atomic import atomic_output, atomic_write_bytes, atomic_write_text, file_identity, output_clash
 from .errors import UsageError
 from .evaluate import BASELINES, Evaluation
 from .images import signed_exif, written_by_portraitcolor
@@ -72,7 +72,7 @@ def check_outputs(*, csv_path: str | os.PathLike | None, report_dir: str | os.Pa
 def write_outputs(evaluation: Evaluation, *, csv_path: str | os.PathLike | None, report_dir: str | os.PathLike | None, overwrite: bool = False) -> Path | None:
     """Write the files asked for; the report's page, if one was asked for."""
     if csv_path is not None:
-        if report_dir is not None and _same_folder(Path(csv_path).parent, report_dir):
+        if report_dir is not None and file_identity(Path(csv_path).parent) == file_identity(report_dir):
             Path(report_dir).mkdir(parents=True, exist_ok=True)  # `--report out --csv out/m.csv`
         write_csv(evaluation, csv_path, overwrite=overwrite)
     return None if report_dir is None else write_report(evaluation, report_dir, overwrite=overwrite)
@@ -348,14 +348,10 @@ def check_csv_path(path: str | os.PathLike, *, overwrite: bool = False, made_by_
     path = Path(path)
     if path.is_dir():
         raise EvaluateError(f"{path}: is a folder, not a CSV file name")
-    if not path.parent.is_dir() and not (made_by_report is not None and _same_folder(path.parent, made_by_report)):
+    if not path.parent.is_dir() and not (made_by_report is not None and file_identity(path.parent) == file_identity(made_by_report)):
         raise EvaluateError(f"{path}: its folder {path.parent} does not exist")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise EvaluateError(f"{path}: exists (pass --overwrite to replace it)")
-
-
-def _same_folder(one: str | os.PathLike, other: str | os.PathLike) -> bool:
-    return os.path.realpath(one) == os.path.realpath(other)
 
 
 def write_csv(evaluation: Evaluation, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
